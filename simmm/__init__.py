@@ -1,0 +1,26 @@
+"""simmm: make vision models work at night without night labels.
+
+Similarity min-max (zero-shot day→night adaptation with a learned darkening module and BYOL) and DANIA
+(paired day–night adaptation), run by one engine. See README.md and DESIGN.md.
+"""
+from simmm.errors import CheckpointError, DataError, RecipeError, SimmmError
+from simmm.recipe import Recipe, load_recipe
+from simmm.task import EvalSet, Forward, TaskAdapter, register_task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError", "DataError", "RecipeError", "SimmmError",
+    "Recipe", "load_recipe",
+    "EvalSet", "Forward", "TaskAdapter", "register_task",
+    "Engine",
+]
+
+
+def __getattr__(name):
+    # the engine pulls in every model module; import it on first use so `import simmm` stays light
+    if name == "Engine":
+        from simmm.engine import Engine
+
+        return Engine
+    raise AttributeError(f"module 'simmm' has no attribute {name!r}")

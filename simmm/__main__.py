@@ -1,0 +1,3 @@
+from simmm.cli import main
+
+raise SystemExit(main())

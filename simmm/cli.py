@@ -1,0 +1,220 @@
+"""The ``simmm`` command line: train, eval, darken, recipes, data check.
+
+User errors (a missing dataset folder, a bad recipe key, a checkpoint of another model, ...) end with one
+paragraph naming the file or key and what was expected, and a non-zero exit code; ``--debug`` shows the
+traceback as well.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from simmm.errors import SimmmError
+
+
+
+def _recipes_dir() -> Path:
+    """The recipes that ship: ``recipes/`` of a source checkout, or the installed ``simmm.recipes`` data."""
+    checkout = Path(__file__).resolve().parents[1] / "recipes"
+    if checkout.is_dir():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("simmm.recipes")))
+
+
+RECIPES_DIR = _recipes_dir()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except SimmmError as exc:
+        if args.debug:
+            raise
+        print("error: " + textwrap.fill(str(exc), width=110, subsequent_indent="       "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simmm", description="Day-to-night adaptation without night labels "
+                                     "(similarity min-max, DANIA).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def recipe_args(p):
+        p.add_argument("recipe", help="recipe YAML file (or the name of a recipe that ships, see `simmm recipes`)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="override a recipe value, e.g. --set players.extractor.lr=1e-4 (repeatable)")
+        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    p = sub.add_parser("train", help="train by a recipe", description="Train by a recipe. Outputs (resolved "
+                       "recipe, metrics.csv, eval.json, checkpoints/{last,best}.pt, report) go to the recipe's "
+                       "output_dir.")
+    recipe_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in output_dir exactly where it stopped")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's evaluation sets")
+    recipe_args(p)
+    p.add_argument("--checkpoint", required=True, help="a simmm checkpoint (best.pt / last.pt) of this model")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("darken", help="darken images with a trained darkening module or the physical simulator")
+    p.add_argument("images", nargs="+", help="image files (or RAW files with --physical --raw)")
+    p.add_argument("--out", required=True, help="output folder")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", help="a simmm checkpoint holding a trained darkener")
+    g.add_argument("--physical", action="store_true", help="use the physical low-light simulator (simmm.night)")
+    p.add_argument("--exposure", default="0.1", help="comma-separated exposure levels for the darkener "
+                   "(default 0.1)")
+    p.add_argument("--preset", default="street", help="night simulator preset (default street)")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument("--raw", action="store_true", help="inputs are camera RAW/DNG files decoded with rawpy")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_darken)
+
+    p = sub.add_parser("recipes", help="list the recipes that ship")
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("data", help="data utilities")
+    data_sub = p.add_subparsers(metavar="ACTION")
+    c = data_sub.add_parser("check", help="say which files of the recipe's dataset are present, missing or "
+                            "malformed, without training")
+    recipe_args(c)
+    c.set_defaults(func=cmd_data_check)
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+def resolve_recipe_path(name: str) -> Path:
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise SimmmError(f"recipe {name}: no such file; give a YAML path or one of: "
+                     f"{', '.join(p.stem for p in sorted(RECIPES_DIR.glob('*.yaml')))}")
+
+
+def _load(args):
+    from simmm.recipe import load_recipe
+
+    return load_recipe(resolve_recipe_path(args.recipe), args.overrides)
+
+
+def cmd_train(args) -> int:
+    from simmm.engine import Engine
+    from simmm.report import write_report
+
+    recipe = _load(args)
+    engine = Engine(recipe)
+    engine.fit(resume=args.resume)
+    write_report(engine)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from simmm.engine import Engine
+    from simmm.logger import print_metrics_table, write_json
+
+    recipe = _load(args)
+    engine = Engine(recipe)
+    engine.load_weights(args.checkpoint, modules=("model",))
+    metrics = engine.evaluate()
+    print_metrics_table(metrics, title=f"{recipe.name}: {args.checkpoint}")
+    if args.json:
+        write_json(metrics, args.json)
+    return 0
+
+
+def cmd_darken(args) -> int:
+    import torch
+
+    from simmm.data.images import load_image_tensor, save_image
+
+    out = Path(args.out)
+    if args.physical:
+        from simmm.night import PRESETS, load_raw, simulate_night, simulate_night_raw
+
+        if args.preset not in PRESETS:
+            raise SimmmError(f"--preset {args.preset}: unknown; available: {', '.join(PRESETS)}")
+        for i, name in enumerate(args.images):
+            if args.raw:
+                image = simulate_night_raw(name, PRESETS[args.preset], seed=args.seed + i)
+            else:
+                image = simulate_night(load_image_tensor(name).unsqueeze(0), PRESETS[args.preset],
+                                       seed=args.seed + i)[0]
+            target = out / f"{Path(name).stem}_night_{args.preset}.png"
+            save_image(image, target)
+            print(target)
+        return 0
+    from simmm.checkpoint import load_checkpoint
+    from simmm.darkening import DarkeningNet
+    from simmm.recipe import DarkenerConfig, build
+
+    state = load_checkpoint(args.checkpoint)
+    if "darkener" not in state.get("modules", {}):
+        raise SimmmError(f"checkpoint {args.checkpoint} holds no darkener (it has: "
+                         f"{', '.join(state.get('modules', {}))}); use a checkpoint of a run with a darkener phase")
+    cfg = build(DarkenerConfig, state["recipe"]["darkener"], "darkener")
+    net = DarkeningNet(width=cfg.width, mapping=cfg.mapping, iterations=cfg.iterations, map_scale=cfg.map_scale)
+    from simmm.checkpoint import load_module_state
+
+    load_module_state(net, state["modules"]["darkener"], args.checkpoint, "darkener")
+    net.eval()
+    try:
+        levels = [float(x) for x in args.exposure.split(",")]
+    except ValueError:
+        raise SimmmError(f"--exposure {args.exposure}: expected comma-separated numbers in [0, 1]") from None
+    for name in args.images:
+        image = load_image_tensor(name).unsqueeze(0)
+        for level in levels:
+            with torch.no_grad():
+                dark = net(image, torch.full((1,), level)).image[0]
+            target = out / f"{Path(name).stem}_dark_{level:g}.png"
+            save_image(dark, target)
+            print(target)
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"recipes ({RECIPES_DIR})")
+    table.add_column("name")
+    table.add_column("what it runs")
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")),
+                     "")
+        table.add_row(path.stem, first)
+    Console().print(table)
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from simmm.task import get_task
+
+    recipe = _load(args)
+    adapter = get_task(recipe.task)(recipe)
+    report = adapter.check_data()
+    print(report.format())
+    return 0 if report.ok else 1

@@ -1,0 +1,121 @@
+"""Run logging: a rich progress bar with ETA and live losses, a CSV always, TensorBoard when installed.
+
+Only the main process (rank 0) writes. The CSV has one row per logged training step and one per evaluation;
+its columns grow as new names appear (the file is rewritten with the wider header when that happens, which is
+cheap: logs are written every ``log.every`` steps).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from simmm import dist
+
+console = Console(stderr=True)
+
+
+class RunLogger:
+    """Writes ``metrics.csv`` (and TensorBoard events) under ``run_dir`` and drives the progress bar."""
+
+    def __init__(self, run_dir: str | Path, total_steps: int, tensorboard: str = "auto", progress: bool = True,
+                 start_step: int = 0) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = dist.is_main()
+        self.csv_path = self.run_dir / "metrics.csv"
+        self.rows: list[dict] = self._read_existing(start_step) if self.enabled else []
+        self.columns: list[str] = list(dict.fromkeys(k for row in self.rows for k in row))
+        self.writer = self._tensorboard(tensorboard) if self.enabled else None
+        self.progress: Optional[Progress] = None
+        if self.enabled and progress:
+            self.progress = Progress(
+                TextColumn("[bold]{task.fields[phase]:>9}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+                console=console, transient=False, disable=not console.is_terminal,
+            )
+            self.task = self.progress.add_task("train", total=total_steps, completed=start_step, phase="",
+                                               losses="")
+            self.progress.start()
+
+    def _read_existing(self, start_step: int) -> list[dict]:
+        """On resume, keep the rows of steps before ``start_step`` (later ones are about to be redone)."""
+        if start_step == 0 or not self.csv_path.exists():
+            return []
+        with self.csv_path.open() as handle:
+            return [row for row in csv.DictReader(handle) if int(row["step"]) <= start_step]
+
+    def _tensorboard(self, mode: str):
+        if mode == "off":
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            if mode == "on":
+                console.print("[yellow]log.tensorboard is 'on' but tensorboard is not installed; "
+                              "pip install tensorboard (CSV logging goes on)")
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def log(self, step: int, kind: str, values: dict[str, float]) -> None:
+        """Record named scalars of one step (``kind``: the player, or ``eval``)."""
+        if not self.enabled:
+            return
+        row = {"step": step, "kind": kind, **{k: f"{v:.6g}" for k, v in values.items()}}
+        self.rows.append(row)
+        new = [k for k in row if k not in self.columns]
+        self.columns.extend(new)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if new or not self.csv_path.exists():
+            with self.csv_path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+        else:
+            with self.csv_path.open("a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=self.columns).writerow(row)
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"{kind}/{key}" if kind != "eval" else key, value, step)
+
+    def advance(self, step: int, phase: str, losses: dict[str, float]) -> None:
+        if self.progress is not None:
+            text = " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:4])
+            self.progress.update(self.task, completed=step, phase=phase, losses=text)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            console.print(text)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def print_metrics_table(metrics: dict[str, float], title: str = "evaluation") -> None:
+    """Print metrics as a table (split rows, metric columns) on stdout."""
+    splits: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        split, _, name = key.rpartition("/")
+        splits.setdefault(split or "-", {})[name] = value
+    names = list(dict.fromkeys(n for values in splits.values() for n in values))
+    table = Table(title=title)
+    table.add_column("split")
+    for name in names:
+        table.add_column(name, justify="right")
+    for split, values in splits.items():
+        table.add_row(split, *(f"{values[n]:.2f}" if n in values else "" for n in names))
+    Console(file=sys.stdout).print(table)
+
+
+def write_json(data, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))

@@ -1,0 +1,411 @@
+"""Recipes: YAML files validated into typed dataclasses before any work starts.
+
+A recipe is one YAML file per run. It may name a ``base:`` recipe (a path relative to itself) whose keys it
+overrides, recursively for mappings. Command-line ``--set a.b=c`` overrides are applied last; their values are
+parsed as YAML scalars (``--set players.extractor.lr=1e-4``). The merged mapping is then checked against the
+dataclasses below: an unknown key, a wrong type or a value out of range raises :class:`RecipeError` naming the
+key's full dotted path, what was given and what is allowed.
+
+The ``model:`` and ``data:`` sections belong to the task: their dataclasses come from the task adapter
+(``TaskAdapter.model_config`` / ``data_config``), looked up by the recipe's ``task:`` name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from simmm.errors import RecipeError
+
+# --------------------------------------------------------------------------------------------------- schema
+
+
+@dataclass
+class PlayerConfig:
+    """One player: its phase length, batch size, optimiser and learning-rate schedule.
+
+    ``steps`` or ``epochs`` (epochs are converted with the training-set size and ``batch_size``).
+    LR ``milestones`` are fractions of the player's total steps (the paper's "×0.1 at 1/3 and 2/3").
+    """
+
+    steps: int = 0
+    epochs: float = 0.0
+    batch_size: int = 16
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad_norm: Optional[float] = None
+    lr_schedule: Literal["constant", "multistep", "poly", "cosine"] = "multistep"
+    milestones: list[float] = field(default_factory=lambda: [1 / 3, 2 / 3])
+    gamma: float = 0.1
+    power: float = 0.9
+
+    def check(self, path: str) -> None:
+        _positive(self.batch_size, f"{path}.batch_size")
+        _non_negative(self.steps, f"{path}.steps")
+        _non_negative(self.epochs, f"{path}.epochs")
+        if self.steps and self.epochs:
+            raise RecipeError(f"{path}: give either steps ({self.steps}) or epochs ({self.epochs}), not both")
+        _positive(self.lr, f"{path}.lr")
+        _non_negative(self.weight_decay, f"{path}.weight_decay")
+        if self.clip_grad_norm is not None:
+            _positive(self.clip_grad_norm, f"{path}.clip_grad_norm")
+        for i, m in enumerate(self.milestones):
+            if not 0.0 < m < 1.0:
+                raise RecipeError(f"{path}.milestones[{i}]: got {m}; expected a fraction of the phase in (0, 1)")
+
+
+@dataclass
+class CompoundExposureConfig:
+    """Compound exposure E' used when D generates training views for F (SMM paper Eq. 13)."""
+
+    base: tuple[float, float] = (0.0, 0.2)
+    pixel_std: float = 0.025
+    patch_std: float = 0.025
+    patch_scale: int = 16
+
+
+@dataclass
+class DarkenerLossWeights:
+    """Weights of the darkening objective: L_D^sim and the regularisers R_D (DESIGN §4.2)."""
+
+    sim: float = 0.1
+    exposure: float = 10.0
+    color: float = 25.0
+    tv: float = 1600.0
+    flex: float = 5.0
+
+
+@dataclass
+class DarkenerConfig:
+    """The darkening module D, its exposure sampling and its losses."""
+
+    width: int = 64
+    mapping: Literal["code", "paper"] = "code"
+    iterations: int = 8
+    map_scale: float = 1.0
+    exposure_range: tuple[float, float] = (0.0, 0.5)
+    exposure_norm: Literal["l2", "l1"] = "l2"
+    tv_alpha: float = 0.02
+    weights: DarkenerLossWeights = field(default_factory=DarkenerLossWeights)
+    compound: CompoundExposureConfig = field(default_factory=CompoundExposureConfig)
+    checkpoint: str = ""
+
+    def check(self, path: str) -> None:
+        _positive(self.width, f"{path}.width")
+        _positive(self.iterations, f"{path}.iterations")
+        if not 0.0 < self.map_scale <= 1.0:
+            raise RecipeError(f"{path}.map_scale: got {self.map_scale}; expected a value in (0, 1]")
+        lo, hi = self.exposure_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise RecipeError(f"{path}.exposure_range: got {list(self.exposure_range)}; expected 0 <= low <= high <= 1")
+
+
+@dataclass
+class AdaptConfig:
+    """The feature-extractor phase of SMM (DESIGN §4.3): BYOL and task-loss weights, augmentation."""
+
+    byol_weight: float = 0.05
+    momentum: float = 0.99
+    day_task_weight: float = 1.0
+    dark_task_weight: float = 1.0
+    color_jitter: float = 0.3
+    darkening: Literal["learned", "none", "brightness", "gamma"] = "learned"
+
+    def check(self, path: str) -> None:
+        if not 0.0 <= self.momentum < 1.0:
+            raise RecipeError(f"{path}.momentum: got {self.momentum}; expected a value in [0, 1)")
+        _non_negative(self.byol_weight, f"{path}.byol_weight")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0
+    monitor: str = ""
+    mode: Literal["max", "min"] = "max"
+    batch_size: int = 64
+
+
+@dataclass
+class LogConfig:
+    every: int = 10
+    tensorboard: Literal["auto", "on", "off"] = "auto"
+    progress: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 500
+
+
+@dataclass
+class Recipe:
+    """A whole run. ``model`` and ``data`` are the task adapter's own dataclasses."""
+
+    name: str = "run"
+    task: str = "classification"
+    seed: int = 0
+    output_dir: str = "runs/{name}"
+    device: str = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    num_workers: int = 0
+    init: str = ""
+    model: Any = None
+    data: Any = None
+    darkener: DarkenerConfig = field(default_factory=DarkenerConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    players: dict[str, PlayerConfig] = field(default_factory=dict)
+    schedule: Literal["two_stage", "alternating"] = "two_stage"
+    cycle: dict[str, int] = field(default_factory=lambda: {"darkener": 100, "extractor": 100})
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    max_bad_steps: int = 10
+
+    PLAYERS = ("day", "darkener", "extractor")
+
+    def check(self, path: str = "") -> None:
+        for name in self.players:
+            if name not in self.PLAYERS:
+                raise RecipeError(f"players.{name}: unknown player; allowed: {', '.join(self.PLAYERS)}")
+        for name in self.cycle:
+            if name not in ("darkener", "extractor"):
+                raise RecipeError(f"cycle.{name}: unknown player; allowed: darkener, extractor")
+            _positive(self.cycle[name], f"cycle.{name}")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise RecipeError(f"device: got {self.device!r}; expected auto, cpu, cuda or cuda:N")
+        _non_negative(self.num_workers, "num_workers")
+        _positive(self.max_bad_steps, "max_bad_steps")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir.format(name=self.name))
+
+
+# The SMM papers' optimiser settings; a recipe's ``players:`` section is merged over these.
+DEFAULT_PLAYERS = {
+    "day": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-5, "batch_size": 32},
+    "darkener": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "clip_grad_norm": 0.1, "batch_size": 16},
+    "extractor": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-5, "batch_size": 32},
+}
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] = (), schemas: Optional[dict] = None) -> Recipe:
+    """Read a recipe file (following ``base:``), apply ``--set`` overrides and validate it.
+
+    ``schemas`` maps a task name to ``(model_config_class, data_config_class)``; by default the registered
+    task adapters supply it (importing :mod:`simmm.tasks`).
+    """
+    raw = read_recipe_dict(path)
+    for item in overrides:
+        apply_override(raw, item)
+    return recipe_from_dict(raw, schemas=schemas, source=str(path))
+
+
+def read_recipe_dict(path: str | Path, _seen: tuple = ()) -> dict:
+    """The merged mapping of a recipe file and its ``base:`` chain (no validation)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path}: no such file; expected a YAML recipe (see `simmm recipes`)")
+    if path.resolve() in _seen:
+        raise RecipeError(f"recipe {path}: `base:` chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RecipeError(f"recipe {path}: `base` must be a path to another recipe, got {base!r}")
+    parent = read_recipe_dict(path.parent / base, _seen + (path.resolve(),))
+    return merge(parent, data)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive merge of two recipe mappings; the override wins, mappings merge key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one ``key.path=value`` override in place; the value is parsed as YAML."""
+    if "=" not in item:
+        raise RecipeError(f"--set {item!r}: expected key.path=value")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise RecipeError(f"--set {item!r}: empty key in {key!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def recipe_from_dict(raw: dict, schemas: Optional[dict] = None, source: str = "recipe") -> Recipe:
+    """Validate a merged recipe mapping into a :class:`Recipe`."""
+    raw = merge({"players": DEFAULT_PLAYERS}, raw)
+    raw.pop("base", None)
+    if schemas is None:
+        from simmm.task import task_schemas
+
+        schemas = task_schemas()
+    task = raw.get("task", Recipe.task)
+    if task not in schemas:
+        raise RecipeError(f"task: got {task!r}; expected one of {', '.join(sorted(schemas)) or '(none registered)'}")
+    model_cls, data_cls = schemas[task]
+    model_raw, data_raw = raw.pop("model", {}) or {}, raw.pop("data", {}) or {}
+    recipe = build(Recipe, raw, "")
+    recipe.model = build(model_cls, model_raw, "model")
+    recipe.data = build(data_cls, data_raw, "data")
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """Plain mapping of a recipe (what ``config.yaml`` of a run holds)."""
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(recipe)
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------------- checking
+
+
+def build(cls, raw: Any, path: str):
+    """Build dataclass ``cls`` from a mapping, checking every key and type (recursively)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path or 'recipe'}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), sorted(names), n=3)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise RecipeError(f"{full}: unknown key{hint}; allowed keys here: {', '.join(sorted(names))}")
+        kwargs[key] = convert(value, hints[key], full)
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(path)
+    return obj
+
+
+def convert(value: Any, tp: Any, path: str):
+    """Check ``value`` against type annotation ``tp``; return it converted (ints to floats, lists to tuples)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(value, arg, path)
+            except RecipeError as exc:
+                errors.append(str(exc))
+        raise RecipeError(f"{path}: got {value!r}; expected {_describe(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise RecipeError(f"{path}: got {value!r}; allowed values: {', '.join(map(str, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{path}: got {value!r}; expected {_describe(tp)}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise RecipeError(f"{path}: got {len(value)} values {list(value)}; expected {len(args)}")
+            return tuple(convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{path}: got {value!r}; expected a mapping")
+        key_tp, val_tp = args if args else (Any, Any)
+        return {convert(k, key_tp, path): convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{path}: got {value!r}; expected a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{path}: got {value!r}; expected an integer")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{path}: got {value!r}; expected true or false")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{path}: got {value!r}; expected a string")
+        return value
+    raise TypeError(f"recipe schema: unsupported annotation {tp!r} at {path}")
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _positive(value, path: str) -> None:
+    if value <= 0:
+        raise RecipeError(f"{path}: got {value}; expected a value > 0")
+
+
+def _non_negative(value, path: str) -> None:
+    if value < 0:
+        raise RecipeError(f"{path}: got {value}; expected a value >= 0")

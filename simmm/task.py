@@ -1,0 +1,153 @@
+"""The task adapter interface: everything the engine needs to know about a task, and nothing more.
+
+The engine never imports a concrete task. A task is a subclass of :class:`TaskAdapter` that supplies the model,
+the data, which features count for the similarity game, the task loss and the evaluation. It is made known to
+the recipe loader with ``@register_task("name")`` (a plain dict, nothing else), or handed to
+:class:`simmm.engine.Engine` directly. ``simmm.tasks`` holds the adapters that ship, built exactly this way.
+
+Batches are dicts: ``batch["image"]`` is a float tensor in [0, 1] (B, 3, H, W) — never normalised; models own
+their input normalisation — and the other keys (``"target"``, ...) belong to the task.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple, Optional
+
+import torch
+from torch import nn
+
+TASKS: dict[str, type] = {}
+
+
+def register_task(name: str) -> Callable[[type], type]:
+    """Class decorator: make a :class:`TaskAdapter` subclass available to recipes as ``task: name``."""
+
+    def wrap(cls: type) -> type:
+        cls.name = name
+        TASKS[name] = cls
+        return cls
+
+    return wrap
+
+
+def task_schemas() -> dict[str, tuple[type, type]]:
+    """``task name -> (model config dataclass, data config dataclass)`` of every registered adapter."""
+    import simmm.tasks  # noqa: F401  (registers the adapters that ship)
+
+    return {name: (cls.model_config, cls.data_config) for name, cls in TASKS.items()}
+
+
+def get_task(name: str) -> type:
+    import simmm.tasks  # noqa: F401
+
+    from simmm.errors import RecipeError
+
+    if name not in TASKS:
+        raise RecipeError(f"task: got {name!r}; expected one of {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+class Forward(NamedTuple):
+    """What a task's forward pass returns.
+
+    ``features``: the maps the similarity game compares (DESIGN §4.4). ``byol``: the inputs of the BYOL heads
+    (pooled vectors or stage maps). ``output``: the task prediction, or None when it was not asked for.
+    """
+
+    features: list
+    byol: list
+    output: Optional[torch.Tensor]
+
+
+@dataclass
+class EmptyConfig:
+    """A config section a task does not use."""
+
+
+@dataclass
+class EvalSet:
+    """A named evaluation set: ``name`` carries the split (``night_test``); metrics come out as ``name/metric``."""
+
+    name: str
+    dataset: torch.utils.data.Dataset
+    options: dict = field(default_factory=dict)
+
+
+class TaskAdapter:
+    """Base class of task adapters. Subclasses override the methods that raise ``NotImplementedError``."""
+
+    name: str = ""
+    model_config: type = EmptyConfig
+    data_config: type = EmptyConfig
+
+    def __init__(self, recipe) -> None:
+        self.recipe = recipe
+
+    # --- model ---------------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        """The model: it normalises its own input and holds backbone and head."""
+        raise NotImplementedError
+
+    def signature(self) -> dict:
+        """What identifies the architecture in checkpoints (task, backbone, output shape...)."""
+        return {"task": self.name}
+
+    def forward(self, model: nn.Module, images: torch.Tensor, output: bool = True) -> Forward:
+        """Run ``model`` on images in [0, 1]; give the similarity features, BYOL inputs and (optionally) output."""
+        raise NotImplementedError
+
+    def build_byol_heads(self, model: nn.Module) -> nn.Module:
+        """A :class:`simmm.byol.BYOLHeads` sized for this task's BYOL inputs."""
+        raise NotImplementedError
+
+    # --- data ----------------------------------------------------------------------------------------------
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        """Labelled day training data; items are dicts with at least ``image``."""
+        raise NotImplementedError
+
+    def eval_sets(self) -> list[EvalSet]:
+        """Evaluation sets, day and night, each evaluated with :meth:`evaluate`."""
+        raise NotImplementedError
+
+    def check_data(self) -> "DataReport":
+        """What of the expected data tree is present, missing or malformed (``simmm data check``)."""
+        raise NotImplementedError
+
+    def views(self, batch: dict, n: int = 2) -> list[dict]:
+        """``n`` independently augmented geometric views of a batch (on the batch's device)."""
+        raise NotImplementedError
+
+    def color_augment(self, images: torch.Tensor) -> torch.Tensor:
+        """Photometric augmentation applied to every view after darkening (default: none)."""
+        return images
+
+    # --- objective and metrics -----------------------------------------------------------------------------
+    def task_loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, eval_set: EvalSet) -> dict[str, float]:
+        """Metrics of ``model`` on one evaluation set, named ``<set name>/<metric>``."""
+        raise NotImplementedError
+
+
+@dataclass
+class DataReport:
+    """Result of a data check: one line per finding, and whether the data can be used."""
+
+    title: str
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        out = [self.title, *("  " + line for line in self.lines)]
+        if self.problems:
+            out.append(f"  {len(self.problems)} problem(s):")
+            out.extend("  - " + p for p in self.problems)
+        else:
+            out.append("  OK")
+        return "\n".join(out)

@@ -1,0 +1,235 @@
+"""The engine on a tiny custom task: schedules, freezing, exact resume, NaN guard, checkpoints."""
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from simmm.byol import BYOLHeads
+from simmm.checkpoint import load_checkpoint
+from simmm.engine import BadStepsError, Engine, lr_lambda, plan_schedule
+from simmm.errors import CheckpointError, SimmmError
+from simmm.recipe import PlayerConfig, recipe_from_dict
+from simmm.task import EvalSet, Forward, TaskAdapter, register_task
+
+
+@dataclass
+class TinyModelConfig:
+    width: int = 8
+
+
+@dataclass
+class TinyDataConfig:
+    samples: int = 24
+    size: int = 16
+
+
+class TinyNet(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.fc = nn.Linear(width, 2)
+
+    def forward(self, x):
+        return self.fc(self.stem(x).mean((2, 3)))
+
+
+class TinyDataset(torch.utils.data.Dataset):
+    """Bright images are class 1, dim ones class 0."""
+
+    def __init__(self, n: int, size: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, 2, (n,), generator=g)
+        self.images = torch.rand(n, 3, size, size, generator=g) * 0.5 + 0.4 * self.labels.view(-1, 1, 1, 1)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "target": self.labels[i]}
+
+
+@register_task("tiny_test")
+class TinyTask(TaskAdapter):
+    model_config = TinyModelConfig
+    data_config = TinyDataConfig
+    poison_at = None  # make the loss NaN from this call on (NaN-guard test)
+    calls = 0
+
+    def build_model(self):
+        return TinyNet(self.recipe.model.width)
+
+    def signature(self):
+        return {"task": self.name, "width": self.recipe.model.width}
+
+    def forward(self, model, images, output=True):
+        fmap = model.stem(images)
+        pooled = fmap.mean((2, 3))
+        return Forward([fmap], [pooled], model.fc(pooled) if output else None)
+
+    def build_byol_heads(self, model):
+        return BYOLHeads.for_vectors(self.recipe.model.width, proj_hidden=8, proj_out=8, pred_hidden=8)
+
+    def train_dataset(self):
+        return TinyDataset(self.recipe.data.samples, self.recipe.data.size, 0)
+
+    def eval_sets(self):
+        return [EvalSet("day_test", TinyDataset(8, self.recipe.data.size, 1))]
+
+    def views(self, batch, n=2):
+        return [{**batch, "image": torch.flip(batch["image"], dims=[-1]) if torch.rand(()) < 0.5 else batch["image"]}
+                for _ in range(n)]
+
+    def task_loss(self, output, batch):
+        TinyTask.calls += 1
+        loss = nn.functional.cross_entropy(output, batch["target"])
+        if TinyTask.poison_at is not None and TinyTask.calls >= TinyTask.poison_at:
+            loss = loss * float("nan")
+        return loss
+
+    def evaluate(self, model, loader, eval_set):
+        correct = total = 0
+        for batch in loader:
+            correct += int((model(batch["image"]).argmax(1) == batch["target"]).sum())
+            total += len(batch["target"])
+        return {f"{eval_set.name}/top1": 100.0 * correct / total}
+
+
+def tiny_recipe(tmp_path, **extra):
+    raw = {
+        "task": "tiny_test", "name": "tiny", "output_dir": str(tmp_path / "run"),
+        "players": {"day": {"steps": 4, "batch_size": 4}, "darkener": {"steps": 3, "batch_size": 4},
+                    "extractor": {"steps": 5, "batch_size": 4}},
+        "darkener": {"width": 4}, "log": {"every": 1, "progress": False, "tensorboard": "off"},
+        "checkpoint": {"every": 2},
+    }
+    for key, value in extra.items():
+        raw[key] = value
+    return recipe_from_dict(raw)
+
+
+def final_state(engine):
+    return {f"{name}.{k}": v.clone() for name, m in engine.modules().items() for k, v in m.state_dict().items()}
+
+
+def test_plan_schedules():
+    steps = {"day": 2, "darkener": 5, "extractor": 7}
+    two = plan_schedule("two_stage", steps, {})
+    assert [(s.player, s.steps) for s in two] == [("day", 2), ("darkener", 5), ("extractor", 7)]
+    alt = plan_schedule("alternating", steps, {"darkener": 2, "extractor": 3})
+    assert [(s.player, s.steps) for s in alt] == [("day", 2), ("darkener", 2), ("extractor", 3), ("darkener", 2),
+                                                 ("extractor", 3), ("darkener", 1), ("extractor", 1)]
+    assert sum(s.steps for s in alt if s.player == "darkener") == 5
+
+
+def test_lr_schedules():
+    cfg = PlayerConfig(lr_schedule="multistep", milestones=[1 / 3, 2 / 3], gamma=0.1)
+    f = lr_lambda(cfg, 90)
+    assert [f(0), f(29), f(30), f(59), f(60), f(89)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    poly = lr_lambda(PlayerConfig(lr_schedule="poly", power=0.9), 100)
+    assert poly(50) == pytest.approx(0.5 ** 0.9)
+
+
+def test_two_stage_freezes_the_other_player(tmp_path):
+    engine = Engine(tiny_recipe(tmp_path))
+    darkener_before = {k: v.clone() for k, v in engine.darkener.state_dict().items()}
+    model_seen = {}
+
+    def spy(eng, step):
+        if step == 4:  # end of the day phase: remember the model
+            model_seen.update({k: v.clone() for k, v in eng.model.state_dict().items()})
+        if step == 7:  # end of the darkener phase: the model has not moved, D has
+            assert all(torch.equal(v, eng.model.state_dict()[k]) for k, v in model_seen.items())
+            assert not all(torch.equal(v, eng.darkener.state_dict()[k]) for k, v in darkener_before.items())
+            assert not any(p.requires_grad for p in eng.model.parameters())
+        if step == 8:  # extractor phase: D frozen in eval mode
+            assert not eng.darkener.training and not any(p.requires_grad for p in eng.darkener.parameters())
+
+    engine.callbacks.append(spy)
+    metrics = engine.fit()
+    assert "day_test/top1" in metrics
+    phases = [h["phase"] for h in engine.history]
+    assert phases == ["day", "extractor"]  # evaluated when the model changed phase
+    assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "metrics.csv").exists()
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_at, how", [(6, "crash"), (9, "interrupt")])
+def test_resume_is_bitwise_exact(tmp_path, kill_at, how):
+    reference = Engine(tiny_recipe(tmp_path / "a"))
+    reference.fit()
+    expected = final_state(reference)
+
+    def killer(eng, step):
+        if step == kill_at:
+            raise Crash() if how == "crash" else KeyboardInterrupt()
+
+    first = Engine(tiny_recipe(tmp_path / "b"))
+    first.callbacks.append(killer)
+    with pytest.raises(Crash if how == "crash" else KeyboardInterrupt):
+        first.fit()
+    saved = load_checkpoint(tmp_path / "b" / "run" / "checkpoints" / "last.pt")
+    # a crash loses the steps after the last periodic checkpoint; an interrupt saves the current step
+    assert saved["global_step"] == (kill_at // 2 * 2 if how == "crash" else kill_at)
+    resumed = Engine(tiny_recipe(tmp_path / "b"))
+    resumed.fit(resume=True)
+    got = final_state(resumed)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    assert resumed.history[-1]["metrics"] == reference.history[-1]["metrics"]
+
+
+def test_same_seed_is_bitwise_repeatable_and_seed_matters(tmp_path):
+    a, b = Engine(tiny_recipe(tmp_path / "a")), Engine(tiny_recipe(tmp_path / "b"))
+    a.fit(), b.fit()
+    sa, sb = final_state(a), final_state(b)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    c = Engine(tiny_recipe(tmp_path / "c", seed=1))
+    c.fit()
+    assert not all(torch.equal(sa[k], final_state(c)[k]) for k in sa)
+
+
+def test_refuses_to_overwrite_and_to_resume_another_recipe(tmp_path):
+    Engine(tiny_recipe(tmp_path)).fit()
+    with pytest.raises(SimmmError, match="already holds a run"):
+        Engine(tiny_recipe(tmp_path)).fit()
+    changed = tiny_recipe(tmp_path, seed=5)
+    with pytest.raises(CheckpointError, match="changed keys: seed"):
+        Engine(changed).fit(resume=True)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    Engine(tiny_recipe(tmp_path / "a")).fit()
+    other = tiny_recipe(tmp_path / "b", model={"width": 6})
+    with pytest.raises(CheckpointError, match="from another model: width: checkpoint has 8, this recipe builds 6"):
+        Engine(other).load_weights(tmp_path / "a" / "run" / "checkpoints" / "last.pt")
+
+
+def test_nan_guard_skips_then_stops(tmp_path):
+    TinyTask.calls, TinyTask.poison_at = 0, 3
+    try:
+        engine = Engine(tiny_recipe(tmp_path, max_bad_steps=2))
+        before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+        with pytest.raises(BadStepsError, match="2 steps in a row of player 'day' had a non-finite loss"):
+            engine.fit()
+        # two good steps, then two skipped ones: the model is what it was after step 2
+        assert engine.global_step == 4
+        assert not all(torch.equal(v, engine.model.state_dict()[k]) for k, v in before.items())
+        assert all(torch.isfinite(v).all() for v in engine.model.state_dict().values() if v.is_floating_point())
+    finally:
+        TinyTask.calls, TinyTask.poison_at = 0, None
+
+
+def test_alternating_and_fixed_darkening(tmp_path):
+    engine = Engine(tiny_recipe(tmp_path / "alt", schedule="alternating", cycle={"darkener": 1, "extractor": 2}))
+    engine.fit()
+    assert engine.global_step == 12
+    fixed = Engine(tiny_recipe(tmp_path / "gamma", adapt={"darkening": "gamma"},
+                               players={"day": {"steps": 2, "batch_size": 4}, "extractor": {"steps": 2,
+                                                                                             "batch_size": 4}}))
+    assert fixed.darkener is None
+    fixed.fit()
