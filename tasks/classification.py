@@ -25,6 +25,7 @@ from torch import nn
 from simmm.backbones import Normalize, backbone_normalization, create_backbone
 from simmm.byol import BYOLHeads
 from simmm.data.folder import CODAN_CLASSES, ImageFolderDataset, InMemoryImageDataset, scan_folder_dataset
+from simmm.data.images import verify_images
 from simmm.data.photos import PHOTOS, photo_crops
 from simmm.errors import DataError
 from simmm.night import PRESETS, NightParams, simulate_night
@@ -186,7 +187,14 @@ class Classification(TaskAdapter):
         d = self.cfg
         size = d.resize if train else d.image_size
         resize = d.resize if train else (d.eval_resize or None)
-        return ImageFolderDataset(d.root, split, classes=self.classes, size=size, resize=resize)
+        dataset = ImageFolderDataset(d.root, split, classes=self.classes, size=size, resize=resize)
+        bad = verify_images([path for path, _ in dataset.samples], cache_dir=d.cache_dir)
+        if bad:
+            listed = "; ".join(f"{path}: {reason}" for path, reason in bad[:5])
+            raise DataError(f"{len(bad)} unreadable image(s) in {d.root}/{split} ({listed}"
+                            f"{' ...' if len(bad) > 5 else ''}); expected readable RGB image files — "
+                            "replace or remove them (`simmm data check` lists all)")
+        return dataset
 
     def train_dataset(self) -> torch.utils.data.Dataset:
         d = self.cfg

@@ -267,3 +267,48 @@ def save_grid(
     p.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(p, format="PNG")
     return p
+
+
+def verify_images(paths: Sequence[PathLike], cache_dir: Optional[PathLike] = None,
+                  workers: int = 4) -> list[Tuple[Path, str]]:
+    """Decode every file once before training starts; return ``(path, reason)`` for each unreadable one.
+
+    Files already verified with the same size and modification time are skipped when ``cache_dir`` is
+    given (a JSON list of good files), so a large dataset is decoded in full only the first time.
+    Decoding runs in a thread pool (PIL releases the GIL while decoding).
+    """
+    import hashlib
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [Path(p) for p in paths]
+    stamps = {}
+    for p in paths:
+        try:
+            st = p.stat()
+            stamps[str(p)] = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamps[str(p)] = "missing"
+    cache_file = None
+    known: dict = {}
+    if cache_dir is not None:
+        key = hashlib.sha1("\n".join(sorted(stamps)).encode()).hexdigest()[:16]
+        cache_file = Path(cache_dir) / "verified" / f"{key}.json"
+        if cache_file.exists():
+            try:
+                known = json.loads(cache_file.read_text())
+            except (OSError, ValueError):
+                known = {}
+    todo = [p for p in paths if known.get(str(p)) != stamps[str(p)]]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        reasons = list(pool.map(verify_image, todo))
+    bad = [(p, r) for p, r in zip(todo, reasons) if r is not None]
+    if cache_file is not None:
+        bad_set = {str(p) for p, _ in bad}
+        good = {**{k: v for k, v in known.items() if k in stamps},
+                **{str(p): stamps[str(p)] for p in todo if str(p) not in bad_set}}
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(good))
+        tmp.replace(cache_file)
+    return bad

@@ -1,0 +1,125 @@
+"""The command line: each command runs, and bad input ends in one clear paragraph with a non-zero exit code."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import make_folder_dataset
+
+from simmm.cli import main
+
+SMOKE = "recipes/cls_smoke.yaml"
+
+
+def args_for(root, tmp_path):
+    return ["--set", f"data.root={root}", "--set", f"output_dir={tmp_path / 'run'}",
+            "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+@pytest.fixture
+def smoke_args(tmp_codan, tmp_path):
+    return args_for(tmp_codan, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One smoke training run through the CLI, shared by the tests that only read its outputs."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    root = make_folder_dataset(tmp_path / "codan")
+    args = args_for(root, tmp_path)
+    assert main(["train", SMOKE, *args]) == 0
+    return tmp_path, root, args
+
+
+def test_help_of_every_command():
+    for command in (["--help"], ["train", "--help"], ["eval", "--help"], ["darken", "--help"], ["recipes", "--help"],
+                    ["data", "check", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "simmm", *command], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert "usage: simmm" in out.stdout
+
+
+def test_recipes_lists_shipped(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "cls_codan" in out
+
+
+def test_train_eval_darken_end_to_end(trained, capsys):
+    tmp_path, tmp_codan, smoke_args = trained
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "eval.json", "report.json", "darkening.png",
+                 "checkpoints/last.pt"):
+        assert (run / name).exists(), name
+    report = (run / "report.json").read_text()
+    assert "night_street/top1" in report and "night_test/top1_adabn" in report
+    assert main(["eval", SMOKE, *smoke_args, "--checkpoint", str(run / "checkpoints" / "last.pt"),
+                 "--json", str(tmp_path / "m.json")]) == 0
+    assert "day_test/top1" in (tmp_path / "m.json").read_text()
+    image = next((tmp_codan / "test_day" / "Car").iterdir())
+    assert main(["darken", str(image), "--out", str(tmp_path / "dark"), "--checkpoint",
+                 str(run / "checkpoints" / "last.pt"), "--exposure", "0.05,0.3"]) == 0
+    assert main(["darken", str(image), "--out", str(tmp_path / "night"), "--physical", "--preset", "urban"]) == 0
+    assert len(list((tmp_path / "dark").glob("*.png"))) == 2 and len(list((tmp_path / "night").glob("*.png"))) == 1
+
+
+def test_resume_flag_continues(trained):
+    _, _, smoke_args = trained
+    assert main(["train", SMOKE, *smoke_args]) == 2  # refuses to overwrite a run
+    assert main(["train", SMOKE, *smoke_args, "--resume"]) == 0  # nothing left to do, but resumes cleanly
+
+
+def error_of(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def test_missing_dataset_root(capsys, tmp_path):
+    args = args_for(tmp_path / "nowhere", tmp_path)
+    err = error_of(capsys, ["train", SMOKE, *args])
+    assert str(tmp_path / "nowhere") in err
+    assert main(["data", "check", SMOKE, *args]) == 1
+    assert str(tmp_path / "nowhere") in capsys.readouterr().out
+
+
+def test_unreadable_image_is_named(capsys, smoke_args, tmp_codan, truncated_jpeg):
+    bad = tmp_codan / "train" / "Cat" / "broken.jpg"
+    bad.write_bytes(truncated_jpeg.read_bytes())
+    assert main(["data", "check", SMOKE, *smoke_args]) == 1
+    out = capsys.readouterr().out
+    assert "broken.jpg" in out
+    err = error_of(capsys, ["train", SMOKE, *smoke_args])
+    assert "broken.jpg" in err
+
+
+def test_class_folder_not_in_recipe(capsys, smoke_args, tmp_codan):
+    (tmp_codan / "train" / "Zebra").mkdir()
+    err = error_of(capsys, ["train", SMOKE, *smoke_args])
+    assert "Zebra" in err
+
+
+def test_bad_recipe_key_and_type(capsys, smoke_args):
+    err = error_of(capsys, ["train", SMOKE, *smoke_args, "--set", "players.day.btach_size=3"])
+    assert "players.day.btach_size" in err and "batch_size" in err
+    err = error_of(capsys, ["train", SMOKE, *smoke_args, "--set", "seed=abc"])
+    assert "seed: got 'abc'; expected an integer" in err
+
+
+def test_checkpoint_of_another_architecture(capsys, trained):
+    tmp_path, _, smoke_args = trained
+    err = error_of(capsys, ["eval", SMOKE, *smoke_args, "--set", "model.backbone=resnet18",
+                            "--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.pt")])
+    assert "another model" in err and "resnet10t" in err and "resnet18" in err
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    err = error_of(capsys, ["eval", SMOKE, *smoke_args, "--checkpoint", str(foreign)])
+    assert "not a simmm checkpoint" in err
+
+
+def test_debug_shows_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "simmm", "--debug", "data", "check", SMOKE, "--set",
+                          f"data.root={tmp_path / 'nowhere'}"], capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" in out.stderr

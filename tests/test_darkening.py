@@ -1,0 +1,168 @@
+import pytest
+import torch
+
+from simmm.darkening import Darken, DarkeningNet, DarkeningOutput, darken
+
+
+def _maps(shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(shape, generator=g, dtype=dtype) * 0.8 + 0.1
+    A = torch.rand(shape, generator=g, dtype=dtype) * 1.6 - 0.8
+    B = torch.rand(shape, generator=g, dtype=dtype) * 0.05 + 0.95
+    return image, A, B
+
+
+def _reference(image, A, B, mapping, iterations=8):
+    y = B * image if mapping == "code" else image / B
+    for _ in range(iterations):
+        y = y + A * (y ** 2 - y)
+    y = y / B if mapping == "code" else y * B
+    return y.clamp(0, 1)
+
+
+def test_param_count_width_64():
+    net = DarkeningNet()
+    n = sum(p.numel() for p in net.parameters())
+    # b0: (4*9+4)+(4*64+64); b1..b4: 4*((64*9+64)+(64*64+64)); b5,b6: 2*((128*9+128)+(128*64+64));
+    # b7: (128*9+128)+(128*6+6)
+    assert n == 360 + 4 * 4800 + 2 * 9536 + 2054 == 40686
+
+
+def test_block_structure():
+    net = DarkeningNet(width=8)
+    assert len(net.blocks) == 8
+    for blk in net.blocks:
+        assert blk.depthwise.kernel_size == (3, 3) and blk.depthwise.groups == blk.depthwise.in_channels
+        assert blk.depthwise.bias is not None and blk.pointwise.kernel_size == (1, 1)
+    ins = [b.depthwise.in_channels for b in net.blocks]
+    outs = [b.pointwise.out_channels for b in net.blocks]
+    assert ins == [4, 8, 8, 8, 8, 16, 16, 16] and outs == [8, 8, 8, 8, 8, 8, 8, 6]
+
+
+@pytest.mark.parametrize("mapping", ["code", "paper"])
+def test_darken_matches_literal_formula(mapping):
+    image, A, B = _maps((2, 3, 5, 4))
+    out = darken(image, A, B, mapping=mapping)
+    torch.testing.assert_close(out, _reference(image, A, B, mapping), rtol=1e-12, atol=1e-12)
+
+
+def test_darken_hand_value():
+    # one pixel, code form, 1 iteration: y=0.9*0.5=0.45; y += 0.5*(0.45^2-0.45) = 0.45-0.12375=0.32625; /0.9
+    image, A, B = (torch.tensor([[[[v]]]], dtype=torch.float64) for v in (0.5, 0.5, 0.9))
+    assert darken(image, A, B, iterations=1).item() == pytest.approx(0.32625 / 0.9)
+    # paper form: x=0.5/0.9; x += 0.5*(x^2-x); *0.9
+    x = 0.5 / 0.9
+    assert darken(image, A, B, "paper", iterations=1).item() == pytest.approx((x + 0.5 * (x * x - x)) * 0.9)
+
+
+@pytest.mark.parametrize("mapping", ["code", "paper"])
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_darken_gradcheck(mapping, checkpoint):
+    image, A, B = _maps((1, 3, 2, 2), seed=1)
+    # A > 0 darkens, so the output stays well inside (0, 1): clamp inactive
+    A = A.abs() * 0.3 + 0.05
+    args = tuple(t.clone().requires_grad_() for t in (image, A, B))
+    out = darken(*args, mapping=mapping)
+    assert (out > 1e-3).all() and (out < 0.99).all()
+    assert torch.autograd.gradcheck(lambda i, a, b: darken(i, a, b, mapping, 8, checkpoint), args)
+
+
+def test_darken_nograd_path_is_bitwise_equal():
+    image, A, B = _maps((2, 3, 8, 8), dtype=torch.float32)
+    A.requires_grad_()
+    with_grad = darken(image, A, B)
+    with torch.no_grad():
+        without = darken(image, A, B)
+    assert torch.equal(with_grad.detach(), without)
+    assert image.min() >= 0.1  # input untouched by the in-place path
+
+
+def test_darken_clamps_and_module_form():
+    image = torch.ones(1, 3, 2, 2)
+    A = -torch.ones(1, 3, 2, 2) * 0.9
+    B = torch.full((1, 3, 2, 2), 0.95)
+    out = Darken()(image, A, B)  # y/B = 1/0.95 > 1 before clamping
+    assert out.max() == 1.0
+    with pytest.raises(ValueError):
+        darken(image, A, B, mapping="nope")
+
+
+def test_net_shapes_ranges_and_exposure_forms():
+    torch.manual_seed(0)
+    net = DarkeningNet(width=8)
+    image = torch.rand(2, 3, 12, 10) * 1.4 - 0.2  # out of range: clamped
+    out = net(image, torch.tensor([0.1, 0.4]))
+    assert isinstance(out, DarkeningOutput)
+    assert out.image.shape == (2, 3, 12, 10) and out.A.shape == out.B.shape == (2, 3, 12, 10)
+    assert out.image.min() >= 0 and out.image.max() <= 1
+    assert out.A.abs().max() < 1 and out.B.min() >= 0.95 and out.B.max() <= 1
+    e = torch.tensor([0.1, 0.4])
+    as_map = net(image, e.view(2, 1, 1, 1).expand(2, 1, 12, 10).contiguous())
+    torch.testing.assert_close(as_map.image, out.image)
+    torch.testing.assert_close(net(image.clamp(0, 1), e).image, out.image)
+
+
+def test_net_channels_last_matches_nchw():
+    torch.manual_seed(0)
+    net = DarkeningNet(width=8, channels_last=True)
+    image, e = torch.rand(2, 3, 9, 7), torch.rand(2)
+    a = net(image, e)
+    net.channels_last = False
+    torch.testing.assert_close(net(image, e).image, a.image, rtol=1e-5, atol=1e-6)
+
+
+def test_map_scale_low_res_maps_and_backward():
+    torch.manual_seed(0)
+    net = DarkeningNet(width=8, map_scale=0.25)
+    image = torch.rand(2, 3, 32, 24)
+    out = net(image, torch.rand(2))
+    assert out.image.shape == (2, 3, 32, 24)
+    assert out.A.shape == out.B.shape == (2, 3, 8, 6)
+    (out.image.mean() + out.A.mean() + out.B.mean()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    with pytest.raises(ValueError):
+        DarkeningNet(map_scale=0.0)
+
+
+def test_checkpoint_curve_same_gradients():
+    torch.manual_seed(0)
+    a = DarkeningNet(width=8)
+    b = DarkeningNet(width=8, checkpoint_curve=True)
+    b.load_state_dict(a.state_dict())
+    image, e = torch.rand(2, 3, 8, 8), torch.rand(2)
+    for net in (a, b):
+        net(image, e).image.square().sum().backward()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad)
+
+
+def test_bad_input_shape():
+    with pytest.raises(ValueError):
+        DarkeningNet(width=4)(torch.rand(1, 1, 4, 4), 0.2)
+
+
+def test_trained_darkener_follows_exposure_and_stays_in_range():
+    """After a few steps of the darkening game, D(I, E) is in [0, 1] and a larger E gives a brighter image."""
+    from simmm.darkening_losses import DarkeningLoss
+    from simmm.exposure import sample_exposure
+
+    torch.manual_seed(0)
+    net = DarkeningNet(width=8)
+    frozen = torch.nn.Conv2d(3, 8, 3, padding=1).requires_grad_(False)  # a stand-in day model F
+    loss_fn = DarkeningLoss()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    images = torch.rand(8, 3, 16, 16) * 0.6 + 0.3
+    for _ in range(60):
+        e = sample_exposure(8, 0.0, 0.5)
+        out = net(images, e)
+        loss, _ = loss_fn(out, e, [frozen(images)], [frozen(out.image)])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        means = [net(images, torch.full((8,), level)).image for level in (0.05, 0.2, 0.4)]
+    for out in means:
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    brightness = [float(m.mean()) for m in means]
+    assert brightness[0] < brightness[1] < brightness[2]
+    assert abs(brightness[0] - 0.05) < abs(brightness[2] - 0.05)
