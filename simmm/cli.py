@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("recipe", help="recipe YAML file (or the name of a recipe that ships, see `simmm recipes`)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                        help="override a recipe value, e.g. --set players.extractor.lr=1e-4 (repeatable)")
-        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("train", help="train by a recipe", description="Train by a recipe. Outputs (resolved "
                        "recipe, metrics.csv, eval.json, checkpoints/{last,best}.pt, report) go to the recipe's "
@@ -84,11 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="street", help="night simulator preset (default street)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
     p.add_argument("--raw", action="store_true", help="inputs are camera RAW/DNG files decoded with rawpy")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_darken)
 
     p = sub.add_parser("recipes", help="list the recipes that ship")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("data", help="data utilities")

@@ -372,6 +372,12 @@ def convert(value: Any, tp: Any, path: str):
         key_tp, val_tp = args if args else (Any, Any)
         return {convert(k, key_tp, path): convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; take it as the number it plainly is
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{path}: got {value!r}; expected a number")
         return float(value)

@@ -1,6 +1,7 @@
 """The command line: each command runs, and bad input ends in one clear paragraph with a non-zero exit code."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from conftest import make_folder_dataset
 
 from simmm.cli import main
 
-SMOKE = "recipes/cls_smoke.yaml"
+SMOKE = str(Path(__file__).resolve().parents[1] / "recipes" / "cls_smoke.yaml")
 
 
 def args_for(root, tmp_path):
@@ -120,6 +121,6 @@ def test_checkpoint_of_another_architecture(capsys, trained):
 
 
 def test_debug_shows_traceback(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "simmm", "--debug", "data", "check", SMOKE, "--set",
+    out = subprocess.run([sys.executable, "-m", "simmm", "--debug", "train", SMOKE, "--set",
                           f"data.root={tmp_path / 'nowhere'}"], capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" in out.stderr

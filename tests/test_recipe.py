@@ -68,6 +68,9 @@ def test_wrong_type_and_range(tmp_path):
 def test_int_accepted_for_float_and_bool_rejected_for_int():
     r = recipe_from_dict({"task": "toy", "players": {"day": {"lr": 1}}}, schemas=SCHEMAS)
     assert isinstance(r.players["day"].lr, float)
+    # YAML 1.1 reads `lr: 1e-3` as the string "1e-3": it is still the number
+    r = recipe_from_dict({"task": "toy", "players": {"day": {"lr": "1e-3"}}}, schemas=SCHEMAS)
+    assert r.players["day"].lr == 1e-3
     with pytest.raises(RecipeError, match=r"seed: got True; expected an integer"):
         recipe_from_dict({"task": "toy", "seed": True}, schemas=SCHEMAS)
 

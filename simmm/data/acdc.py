@@ -1,0 +1,105 @@
+"""ACDC (Adverse Conditions Dataset with Correspondences): fog, night, rain, snow, with reference images.
+
+Tree (DESIGN §6)::
+
+    ROOT/rgb_anon/<cond>/<split>/<SEQ>/<SEQ>_frame_<n>_rgb_anon.png          cond ∈ fog, night, rain, snow
+    ROOT/rgb_anon/<cond>/<split>_ref/<SEQ>/<SEQ>_frame_<n>_rgb_ref_anon.png  normal-condition reference
+    ROOT/gt/<cond>/<split>/<SEQ>/<SEQ>_frame_<n>_gt_labelTrainIds.png        split ∈ train, val (test hidden)
+
+Labels are already Cityscapes train ids (0..18, 255 = ignore); a file with any other value is rejected. When
+only ``*_gt_labelIds.png`` is present it is read as labelIds and mapped. (The release's
+``rgb_anon_trainvaltest/`` and ``gt_trainval/`` wrappers are not part of the tree: point ``root`` at the
+folder that holds ``rgb_anon/`` and ``gt/``.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from ..errors import SimmmError
+from .segmentation import (
+    PathLike,
+    SegmentationDataset,
+    SegmentationScanReport,
+    TreeGroup,
+    collect_samples,
+    require_root,
+    scan_groups,
+)
+
+ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
+ACDC_SPLITS = ("train", "val", "test")
+LABELLED_SPLITS = ("train", "val")
+IMAGE_SUFFIX = "_rgb_anon.png"
+REFERENCE_SUFFIX = "_rgb_ref_anon.png"
+LABEL_SUFFIXES = (("_gt_labelTrainIds.png", "trainIds"), ("_gt_labelIds.png", "labelIds"))
+
+__all__ = ["ACDC_CONDITIONS", "ACDC_SPLITS", "ACDCDataset", "acdc_layout", "acdc_group",
+           "check_acdc_tree"]
+
+
+def acdc_layout(root: PathLike, condition: str = "<cond>", split: str = "<split>") -> str:
+    return (f"{root}/rgb_anon/{condition}/{split}/<SEQ>/*{IMAGE_SUFFIX} with labels "
+            f"{root}/gt/{condition}/{split}/<SEQ>/*{LABEL_SUFFIXES[0][0]} and references "
+            f"{root}/rgb_anon/{condition}/{split}_ref/<SEQ>/*{REFERENCE_SUFFIX}")
+
+
+def acdc_group(root: Path, condition: str, split: str) -> TreeGroup:
+    return TreeGroup(name=f"{condition}/{split}", image_dir=root / "rgb_anon" / condition / split,
+                     image_suffix=IMAGE_SUFFIX, label_dir=root / "gt" / condition / split,
+                     label_suffixes=LABEL_SUFFIXES, labels_required=split in LABELLED_SPLITS,
+                     reference_dir=root / "rgb_anon" / condition / f"{split}_ref",
+                     reference_suffix=REFERENCE_SUFFIX)
+
+
+def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        raise SimmmError(f"ACDC {what} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+class ACDCDataset(SegmentationDataset):
+    """ACDC images of one condition and split, with train-id labels and optional reference images.
+
+    Args:
+        root: dataset root (holding ``rgb_anon/`` and ``gt/``).
+        condition: ``"fog"``, ``"night"``, ``"rain"`` or ``"snow"``.
+        split: ``"train"``, ``"val"`` or ``"test"`` (test labels are not public).
+        size: ``None`` (native 1080×1920) or ``(H, W)``: bilinear images, nearest label.
+        with_reference: add each image's normal-condition reference as ``"reference"`` (same size).
+        with_labels: ``None`` (default): labels for train/val, none for test.
+
+    Items: ``{"image", "target" (int64 train ids, 255 ignore), "reference" (with_reference), "path",
+    "name": "<cond>/<split>/<SEQ>/<file>"}``.
+    """
+
+    dataset_name = "acdc"
+
+    def __init__(self, root: PathLike, condition: str = "night", split: str = "train", size=None,
+                 with_reference: bool = False, with_labels: Optional[bool] = None):
+        self.condition = _check_choice(str(condition), ACDC_CONDITIONS, "condition")
+        self.split = _check_choice(str(split), ACDC_SPLITS, "split")
+        layout = acdc_layout(Path(root).expanduser(), self.condition, self.split)
+        root_p = require_root(root, layout)
+        if with_labels is None:
+            with_labels = self.split in LABELLED_SPLITS
+        self.with_reference = bool(with_reference)
+        group = acdc_group(root_p, self.condition, self.split)
+        samples = collect_samples(group, layout, with_labels=with_labels, with_reference=self.with_reference,
+                                  name_root=root_p / "rgb_anon")
+        super().__init__(samples, size=size, with_labels=with_labels, root=root_p, layout=layout,
+                         groups=[group])
+
+
+def check_acdc_tree(root: PathLike, splits: Optional[Sequence[str]] = None,
+                    conditions: Optional[Sequence[str]] = None, *, verify: bool = True,
+                    references: bool = False, pairs=None, max_listed: int = 10) -> SegmentationScanReport:
+    """Data check of an ACDC tree (default: all conditions × train/val/test; labels required for train/val;
+    with ``references=True`` every image needs its ``*_rgb_ref_anon.png``)."""
+    conds = [_check_choice(c, ACDC_CONDITIONS, "condition") for c in (conditions or ACDC_CONDITIONS)]
+    spl = [_check_choice(s, ACDC_SPLITS, "split") for s in (splits or ACDC_SPLITS)]
+    root_p = Path(root).expanduser()
+    groups: List[TreeGroup] = [acdc_group(root_p, c, s) for c in conds for s in spl]
+    return scan_groups("acdc", root_p, acdc_layout(root_p), groups, verify=verify, references=references,
+                       max_listed=max_listed)

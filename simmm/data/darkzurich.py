@@ -1,0 +1,509 @@
+"""Dark Zurich: day / twilight / night drives through Zurich, GPS-matched day-night pairs, the test export.
+
+Tree (DESIGN §6; the release's ``Dark_Zurich_{train,val,test}_anon`` zips unpacked into one root)::
+
+    ROOT/rgb_anon/train/{day,night,twilight}/<SEQ>/<SEQ>_frame_<n>_rgb_anon.png
+    ROOT/rgb_anon/val/night/<SEQ>/*_rgb_anon.png          ROOT/gt/val/night/<SEQ>/*_gt_labelIds.png
+    ROOT/rgb_anon/test/night/<SEQ>/*_rgb_anon.png         (test labels are hidden: see the export below)
+    ROOT/corresp/train/night/*.csv                        night frame → GPS-matched day frame
+
+Correspondence files (read by :class:`DarkZurichPairs`). The release has one file per night sequence; each
+line names a night frame and its day frame, e.g.
+``train/night/GOPR0351/GOPR0351_frame_000001,train/day/GOPR0345/GOPR0345_frame_000081`` (the form SePiCo
+reads from ``corresp/train/night/`` and DANNet's ``zurich_dn_pair_train.csv`` concatenates: 2416 night
+frames, 1426 distinct day frames). Because the exact column layout may vary, a line is accepted as two names
+separated by a comma and/or whitespace (further columns are ignored), a header line without digits or
+slashes is skipped, ``#`` starts a comment, and each name may be:
+
+- a path relative to ``ROOT/rgb_anon`` or to ``ROOT`` (``train/night/SEQ/SEQ_frame_000001``,
+  ``rgb_anon/train/night/...``), with or without the ``_rgb_anon.png`` suffix, or an absolute path;
+- a bare frame name (``GOPR0351_frame_000001[_rgb_anon.png]``), resolved as
+  ``rgb_anon/train/{night|day}/<SEQ>/<name>_rgb_anon.png`` (SEQ = the part before ``_frame_``), else
+  searched by file name in that folder.
+
+Server export (:func:`export_server_predictions`). The Dark Zurich test server (CodaLab) takes one zip whose
+top level holds three folders with one PNG per test image, found by the image's ``<SEQ>_frame_<n>`` prefix:
+``labelTrainIds/`` (uint8 train ids 0..18, full 1080×1920 resolution: standard IoU),
+``labelTrainIds_invalid/`` (the same map with 255 where the method declares the pixel invalid: UIoU), and
+``confidence/`` (uint16, 0..65535 ↔ confidence 0..1: average UIoU). This is simmm's reading of the
+benchmark's instructions and of submissions known to work; with no invalid masks and no confidences given,
+``labelTrainIds_invalid`` equals ``labelTrainIds`` (no pixel invalid, so UIoU = IoU) and the confidence is
+65535 everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import DataError, SimmmError
+from .images import IMAGE_EXTENSIONS, image_to_tensor, read_image
+from .segmentation import (
+    CheckItem,
+    PathLike,
+    SegmentationDataset,
+    SegmentationScanReport,
+    TreeGroup,
+    collect_samples,
+    find_images,
+    normalize_size,
+    require_root,
+    resize_image,
+    scan_groups,
+)
+
+DZ_SPLITS = ("train", "val", "test")
+DZ_CONDITIONS = ("day", "night", "twilight")
+DZ_SPLIT_CONDITIONS: Dict[str, Tuple[str, ...]] = {
+    "train": ("day", "night", "twilight"),
+    "val": ("night",),
+    "test": ("night",),
+}
+"""The folders the release has for each split."""
+
+IMAGE_SUFFIX = "_rgb_anon.png"
+LABEL_SUFFIXES = (("_gt_labelIds.png", "labelIds"), ("_gt_labelTrainIds.png", "trainIds"))
+CORRESP_DIR = ("corresp", "train", "night")
+PAIR_FILE_SUFFIXES = (".csv", ".txt")
+SERVER_FOLDERS = ("labelTrainIds", "labelTrainIds_invalid", "confidence")
+
+__all__ = [
+    "DZ_SPLITS",
+    "DZ_CONDITIONS",
+    "DZ_SPLIT_CONDITIONS",
+    "SERVER_FOLDERS",
+    "DarkZurichDataset",
+    "DarkZurichPairs",
+    "read_pairs",
+    "export_server_predictions",
+    "darkzurich_layout",
+    "darkzurich_group",
+    "check_darkzurich_tree",
+]
+
+
+def darkzurich_layout(root: PathLike, split: str = "{train,val,test}",
+                      condition: str = "{day,night,twilight}") -> str:
+    return (f"{root}/rgb_anon/{split}/{condition}/<SEQ>/*{IMAGE_SUFFIX}, labels (val night) "
+            f"{root}/gt/val/night/<SEQ>/*{LABEL_SUFFIXES[0][0]}, "
+            f"day-night pairs {root}/corresp/train/night/*.csv")
+
+
+def darkzurich_group(root: Path, split: str, condition: str) -> TreeGroup:
+    return TreeGroup(name=f"{split}/{condition}", image_dir=root / "rgb_anon" / split / condition,
+                     image_suffix=IMAGE_SUFFIX, label_dir=root / "gt" / split / condition,
+                     label_suffixes=LABEL_SUFFIXES, labels_required=split == "val")
+
+
+def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        raise SimmmError(f"Dark Zurich {what} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+class DarkZurichDataset(SegmentationDataset):
+    """Dark Zurich images of one split and condition (labels for val night).
+
+    Args:
+        root: dataset root (holding ``rgb_anon/``, ``gt/``, ``corresp/``).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        condition: ``"day"``, ``"night"`` or ``"twilight"`` (val and test are night only).
+        size: ``None`` (native 1080×1920) or ``(H, W)``: bilinear image, nearest label.
+        with_labels: ``None`` (default): labels for val (required there) and wherever a ``gt/<split>/<cond>``
+            folder exists; ``True`` requires them; ``False`` loads images only (items without ``"target"``).
+
+    Labels: ``*_gt_labelIds.png`` (mapped to train ids), or ``*_gt_labelTrainIds.png`` when only that exists.
+    Items: ``{"image", "target" (when labelled), "path", "name": "<split>/<cond>/<SEQ>/<file>"}``; ``name`` is
+    the key :func:`export_server_predictions` expects.
+    """
+
+    dataset_name = "darkzurich"
+
+    def __init__(self, root: PathLike, split: str = "val", condition: str = "night", size=None,
+                 with_labels: Optional[bool] = None):
+        self.split = _check_choice(str(split), DZ_SPLITS, "split")
+        self.condition = _check_choice(str(condition), DZ_CONDITIONS, "condition")
+        layout = darkzurich_layout(Path(root).expanduser(), self.split, self.condition)
+        root_p = require_root(root, layout)
+        group = darkzurich_group(root_p, self.split, self.condition)
+        if with_labels is None:
+            with_labels = self.split == "val" or group.label_dir.is_dir()
+        samples = collect_samples(group, layout, with_labels=with_labels, name_root=root_p / "rgb_anon")
+        super().__init__(samples, size=size, with_labels=with_labels, root=root_p, layout=layout,
+                         groups=[group])
+
+
+# ------------------------------------------------------------------------------------------ day-night pairs
+
+_SPLIT_RE = re.compile(r"\s*,\s*|\s+")
+_HEADER_RE = re.compile(r"^[A-Za-z][A-Za-z _.\-]*$")
+
+
+@dataclass
+class _PairLine:
+    source: Path
+    lineno: int
+    night: str
+    day: str
+
+
+def _pair_files(root: Path, pairs_file: Optional[PathLike]) -> List[Path]:
+    if pairs_file is not None:
+        p = Path(pairs_file).expanduser()
+        if not p.is_absolute() and not p.exists() and (root / p).exists():
+            p = root / p
+        if not p.is_file():
+            raise DataError(f"pairs file {p} does not exist; expected a text/CSV file of `night,day` lines")
+        return [p]
+    d = root.joinpath(*CORRESP_DIR)
+    if not d.is_dir():
+        raise DataError(f"correspondence folder {d} does not exist; expected the release's GPS "
+                        f"correspondence files under {root}/corresp/train/night/*.csv (night frame, day "
+                        f"frame per line), or pass pairs_file= a `night,day` CSV such as DANNet's "
+                        f"zurich_dn_pair_train.csv")
+    files = [p for p in find_images(d, "") if p.suffix.lower() in PAIR_FILE_SUFFIXES]
+    if not files:
+        raise DataError(f"no correspondence files (*.csv, *.txt) in {d}; expected one file per night "
+                        f"sequence listing `night frame, day frame` per line")
+    return files
+
+
+def _parse_pair_lines(path: Path) -> Tuple[List[_PairLine], List[str]]:
+    """Lines of one pairs file; returns ``(pairs, errors)`` (errors name the file and line)."""
+    out: List[_PairLine] = []
+    errors: List[str] = []
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        return out, [f"cannot read pairs file {path}: {e}"]
+    first = True
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = [f.strip().strip("\"'") for f in _SPLIT_RE.split(line) if f.strip()]
+        if first:
+            first = False
+            if len(fields) >= 2 and all(_HEADER_RE.match(f) for f in fields[:2]):
+                continue  # a header such as "night,day"
+        if len(fields) < 2:
+            errors.append(f"pairs file {path}, line {lineno}: expected two names (night frame, day frame) "
+                          f"separated by a comma or whitespace, got {raw.strip()!r}")
+            continue
+        out.append(_PairLine(path, lineno, fields[0], fields[1]))
+    return out, errors
+
+
+class _FrameResolver:
+    """Turns a name from a pairs file into an existing image path (see the module docstring)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._index: Dict[str, Dict[str, Path]] = {}
+
+    @staticmethod
+    def _with_suffix(token: str) -> str:
+        if token.lower().endswith(IMAGE_EXTENSIONS):
+            return token
+        if token.endswith("_rgb_anon"):
+            return token + ".png"
+        return token + IMAGE_SUFFIX
+
+    def _by_name(self, condition: str, name: str) -> Optional[Path]:
+        if condition not in self._index:
+            folder = self.root / "rgb_anon" / "train" / condition
+            self._index[condition] = {p.name: p for p in find_images(folder, IMAGE_SUFFIX)}
+        return self._index[condition].get(name)
+
+    def resolve(self, token: str, condition: str) -> Tuple[Optional[Path], Path]:
+        """``(existing path or None, the path expected for it)``."""
+        t = self._with_suffix(token.replace("\\", "/"))
+        p = Path(t)
+        if p.is_absolute():
+            return (p if p.is_file() else None), p
+        rgb = self.root / "rgb_anon"
+        if "/" in t:
+            if t.startswith("rgb_anon/"):
+                cands = [self.root / t]
+            else:
+                cands = [rgb / t, self.root / t, rgb / "train" / t]
+        else:
+            seq = t.split("_frame_")[0] if "_frame_" in t else None
+            cands = [rgb / "train" / condition / seq / t] if seq else [rgb / "train" / condition / t]
+        for c in cands:
+            if c.is_file():
+                return c, cands[0]
+        if "/" not in t:
+            hit = self._by_name(condition, t)
+            if hit is not None:
+                return hit, cands[0]
+        return None, cands[0]
+
+
+def _read_pairs(root: Path, pairs_file: Optional[PathLike]
+                ) -> Tuple[List[Tuple[Path, Path]], List[Path], List[str]]:
+    """``(pairs, files read, errors)``; raises only when no pairs file can be found at all."""
+    files = _pair_files(root, pairs_file)
+    resolver = _FrameResolver(root)
+    pairs: List[Tuple[Path, Path]] = []
+    errors: List[str] = []
+    first_seen: Dict[Path, Tuple[Path, str]] = {}
+    for f in files:
+        lines, errs = _parse_pair_lines(f)
+        errors.extend(errs)
+        for pl in lines:
+            night, night_exp = resolver.resolve(pl.night, "night")
+            day, day_exp = resolver.resolve(pl.day, "day")
+            bad = False
+            for what, got, exp, tok in (("night", night, night_exp, pl.night), ("day", day, day_exp, pl.day)):
+                if got is None:
+                    errors.append(f"pairs file {f}, line {pl.lineno}: {what} image {tok!r} not found "
+                                  f"(missing {exp})")
+                    bad = True
+            if bad:
+                continue
+            prev = first_seen.get(night)
+            if prev is not None:
+                if prev[0] != day:
+                    errors.append(f"pairs file {f}, line {pl.lineno}: night image {night} is paired with "
+                                  f"{day}, but {prev[1]} pairs it with {prev[0]}")
+                continue  # the same pair listed twice (e.g. a per-sequence file and a merged list): keep one
+            first_seen[night] = (day, f"{f}, line {pl.lineno}")
+            pairs.append((night, day))
+    if not pairs and not errors:
+        errors.append(f"no pairs in {', '.join(str(f) for f in files)}")
+    return pairs, files, errors
+
+
+def read_pairs(root: PathLike, pairs_file: Optional[PathLike] = None) -> List[Tuple[Path, Path]]:
+    """The ``(night image, day image)`` paths of Dark Zurich's GPS-matched training pairs.
+
+    Args:
+        root: Dark Zurich root.
+        pairs_file: a ``night,day`` list (DANNet's ``zurich_dn_pair_train.csv`` form); ``None`` reads every
+            ``*.csv``/``*.txt`` under ``ROOT/corresp/train/night/`` (the release's correspondence files).
+
+    Raises:
+        DataError: no pairs file; a malformed line or a pair naming a missing image (the message names the
+            pairs file, the line number and the missing path); one night frame paired with two day frames.
+    """
+    root_p = require_root(root, darkzurich_layout(Path(root).expanduser()))
+    pairs, _, errors = _read_pairs(root_p, pairs_file)
+    if errors:
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise DataError(errors[0] + more)
+    return pairs
+
+
+class DarkZurichPairs(Dataset):
+    """Coarsely GPS-aligned night → day training pairs (DANIA's paired mode).
+
+    Args:
+        root: Dark Zurich root.
+        pairs_file: see :func:`read_pairs` (``None``: the release's ``corresp/train/night/`` files).
+        size: ``None`` (native) or ``(H, W)``: both images resized bilinearly to it.
+
+    Items: ``{"night": float32 (3, H, W), "day": float32 (3, H, W), "night_path": str, "day_path": str}``.
+
+    Attributes:
+        pairs: ``[(night path, day path), ...]`` in file order (duplicates removed).
+        num_day_frames: number of distinct day frames.
+    """
+
+    def __init__(self, root: PathLike, pairs_file: Optional[PathLike] = None, size=None):
+        self.root = require_root(root, darkzurich_layout(Path(root).expanduser()))
+        self.size = normalize_size(size)
+        self.pairs_file = pairs_file
+        self.pairs: List[Tuple[Path, Path]] = read_pairs(self.root, pairs_file)
+
+    @property
+    def num_day_frames(self) -> int:
+        return len({d for _, d in self.pairs})
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        night, day = self.pairs[index]
+        return {
+            "night": image_to_tensor(resize_image(read_image(night), self.size)),
+            "day": image_to_tensor(resize_image(read_image(day), self.size)),
+            "night_path": str(night),
+            "day_path": str(day),
+        }
+
+    def __repr__(self) -> str:
+        return (f"DarkZurichPairs(root={str(self.root)!r}, {len(self)} pairs, "
+                f"{self.num_day_frames} day frames, size={self.size})")
+
+
+# ------------------------------------------------------------------------------------------ server export
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+def _as_numpy(x: ArrayLike) -> np.ndarray:
+    if torch.is_tensor(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _server_name(key: str, layout: str) -> str:
+    rel = Path(str(key).replace("\\", "/"))
+    name = rel.name
+    if not name.lower().endswith(".png"):
+        name = name + (".png" if name.endswith("_rgb_anon") else IMAGE_SUFFIX)
+    if layout == "flat":
+        return name
+    parts = [p for p in rel.parent.parts if p not in ("", ".", "/")]
+    if "rgb_anon" in parts:
+        parts = parts[parts.index("rgb_anon") + 1:]
+    return "/".join(parts + [name])
+
+
+def export_server_predictions(
+    pred_train_ids: Mapping[str, ArrayLike],
+    out_dir: PathLike,
+    invalid: Optional[Mapping[str, ArrayLike]] = None,
+    confidence: Optional[Mapping[str, ArrayLike]] = None,
+    zip_name: str = "darkzurich_test.zip",
+    layout: str = "flat",
+) -> Path:
+    """Write Dark Zurich test predictions in the server's format and zip them.
+
+    Args:
+        pred_train_ids: image key → ``(H, W)`` train ids 0..18 (uint8 or any integer array/tensor) at the
+            image's full resolution (1080×1920 for the real test set). The key is the image's relative path,
+            e.g. a test item's ``"name"`` (``"test/night/GOPR0364/GOPR0364_frame_000001_rgb_anon.png"``);
+            ``rgb_anon/``-prefixed paths, bare file names and names without ``_rgb_anon.png`` also work.
+        out_dir: output folder (created).
+        invalid: optional key → ``(H, W)`` mask, nonzero/True where the pixel is declared invalid (written as
+            255 in ``labelTrainIds_invalid/``). Images without a mask are all valid.
+        confidence: optional key → ``(H, W)`` confidence in ``[0, 1]`` (float) or ``uint16`` 0..65535.
+            Images without one get 65535 (confidence 1) everywhere.
+        zip_name: the zip written in ``out_dir``.
+        layout: ``"flat"`` (default: every PNG directly in its folder, named like the image,
+            ``GOPR0364_frame_000001_rgb_anon.png``) or ``"relative"`` (keep ``test/night/<SEQ>/``).
+
+    Returns:
+        The path of the zip, whose top level holds ``labelTrainIds/``, ``labelTrainIds_invalid/`` and
+        ``confidence/`` (see the module docstring for what each holds).
+
+    Raises:
+        DataError: no predictions, a value outside 0..18, a non-2-D map, a mask or confidence whose shape
+            differs from its prediction or whose key has no prediction, two keys with the same output name.
+    """
+    if layout not in ("flat", "relative"):
+        raise SimmmError(f"layout must be 'flat' or 'relative', got {layout!r}")
+    if not pred_train_ids:
+        raise DataError("export_server_predictions got no predictions")
+    invalid = dict(invalid or {})
+    confidence = dict(confidence or {})
+    for what, extra in (("invalid mask", invalid), ("confidence map", confidence)):
+        unknown = [k for k in extra if k not in pred_train_ids]
+        if unknown:
+            raise DataError(f"{what} given for image(s) without a prediction: {unknown[:5]}")
+    out = Path(out_dir).expanduser()
+    for folder in SERVER_FOLDERS:
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    names: Dict[str, str] = {}
+    written: List[str] = []
+    for key in sorted(pred_train_ids):
+        pred = _as_numpy(pred_train_ids[key])
+        if pred.ndim != 2:
+            raise DataError(f"prediction for {key} must be a 2-D (H, W) map of train ids, "
+                            f"got shape {pred.shape}")
+        if pred.dtype.kind not in "iub":
+            raise DataError(f"prediction for {key} must hold integer train ids, got dtype {pred.dtype}")
+        wide = pred.astype(np.int64)
+        bad = np.unique(wide[(wide < 0) | (wide > 18)])
+        if bad.size:
+            raise DataError(f"prediction for {key} contains value(s) {bad[:8].tolist()} outside the train "
+                            f"ids 0..18; the server takes one of the 19 classes for every pixel")
+        ids = wide.astype(np.uint8)
+        name = _server_name(key, layout)
+        if name in names:
+            raise DataError(f"predictions for {names[name]} and {key} would both be written as {name}")
+        names[name] = key
+
+        inv = ids.copy()
+        if key in invalid:
+            mask = _as_numpy(invalid[key])
+            if mask.shape != ids.shape:
+                raise DataError(f"invalid mask for {key} has shape {mask.shape}, prediction {ids.shape}")
+            inv[mask.astype(bool)] = 255
+        if key in confidence:
+            c = _as_numpy(confidence[key])
+            if c.shape != ids.shape:
+                raise DataError(f"confidence map for {key} has shape {c.shape}, prediction {ids.shape}")
+            if c.dtype.kind == "f":
+                conf = np.round(np.clip(c.astype(np.float64), 0.0, 1.0) * 65535.0).astype(np.uint16)
+            else:
+                conf = np.clip(c.astype(np.int64), 0, 65535).astype(np.uint16)
+        else:
+            conf = np.full(ids.shape, 65535, dtype=np.uint16)
+
+        for folder, arr in (("labelTrainIds", ids), ("labelTrainIds_invalid", inv), ("confidence", conf)):
+            target = out / folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(target, format="PNG")  # uint8 → mode L, uint16 → 16-bit PNG
+        written.append(name)
+    zip_path = out / zip_name
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for folder in SERVER_FOLDERS:
+            for name in written:
+                zf.write(out / folder / name, arcname=f"{folder}/{name}")
+    return zip_path
+
+
+# ------------------------------------------------------------------------------------------------ check
+
+
+def check_darkzurich_tree(root: PathLike, splits: Optional[Sequence[str]] = None,
+                          conditions: Optional[Sequence[str]] = None, *, verify: bool = True,
+                          references: bool = False, pairs=None,
+                          max_listed: int = 10) -> SegmentationScanReport:
+    """Data check of a Dark Zurich tree.
+
+    Default folders: train/{day,night,twilight}, val/night (labels required), test/night. ``pairs``:
+    ``None`` checks ``corresp/train/night/`` when present (a warning when absent), ``True`` requires it,
+    ``False`` skips it, a path checks that ``night,day`` file.
+    """
+    spl = [_check_choice(s, DZ_SPLITS, "split") for s in (splits or DZ_SPLITS)]
+    conds = [_check_choice(c, DZ_CONDITIONS, "condition") for c in conditions] if conditions else None
+    root_p = Path(root).expanduser()
+    groups = [darkzurich_group(root_p, s, c) for s in spl for c in (conds or DZ_SPLIT_CONDITIONS[s])]
+    report = scan_groups("darkzurich", root_p, darkzurich_layout(root_p), groups, verify=verify,
+                         max_listed=max_listed)
+    if not report.root_exists or pairs is False:
+        return report
+    corresp = root_p.joinpath(*CORRESP_DIR)
+    if pairs is None and not corresp.is_dir():
+        report.extra.append(CheckItem("WARN", f"no day-night correspondences at {corresp} (needed only for "
+                                              f"DANIA's paired training)"))
+        return report
+    pairs_file = None if pairs in (None, True) else pairs
+    try:
+        found, files, errors = _read_pairs(root_p, pairs_file)
+    except DataError as e:
+        report.extra.append(CheckItem("MISSING", str(e)))
+        return report
+    where = ", ".join(str(f) for f in files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
+    status = "OK" if not errors else "ERROR"
+    report.extra.append(CheckItem(status, f"day-night pairs: {len(found)} pairs, "
+                                          f"{len({d for _, d in found})} distinct day frames ({where})",
+                                  summary=True))
+    for msg in errors[:max_listed]:
+        report.extra.append(CheckItem("ERROR", msg))
+    if len(errors) > max_listed:
+        more = len(errors) - max_listed
+        report.extra.append(CheckItem("ERROR", f"... and {more} more problems in the pairs"))
+    return report

@@ -1,0 +1,36 @@
+"""Segmentation models: :class:`Encoder` (timm ``features_only`` backbone, four stage maps), the decoders
+:class:`RefineNet`, :class:`DeepLabV2` and :class:`PSPNet`, and :class:`Segmenter` / :func:`create_segmenter`.
+
+>>> model = create_segmenter("refinenet", backbone="resnet101", num_classes=19, pretrained="")
+>>> logits = model(images)                      # images (B, 3, H, W) in [0, 1] -> (B, 19, H, W)
+>>> feats, logits = model.forward_with_features(images)   # four stage maps + logits, one encoder pass
+"""
+
+from .deeplab import ASPPClassifier, DeepLabV2
+from .encoder import OUTPUT_STRIDES, Encoder
+from .pspnet import PSPNet, PyramidPoolingModule
+from .refinenet import (
+    ChainedResidualPooling,
+    MultiResolutionFusion,
+    RefineNet,
+    RefineNetBlock,
+    ResidualConvUnit,
+)
+from .segmenter import DECODERS, Segmenter, create_segmenter
+
+__all__ = [
+    "Encoder",
+    "OUTPUT_STRIDES",
+    "RefineNet",
+    "RefineNetBlock",
+    "ResidualConvUnit",
+    "MultiResolutionFusion",
+    "ChainedResidualPooling",
+    "DeepLabV2",
+    "ASPPClassifier",
+    "PSPNet",
+    "PyramidPoolingModule",
+    "Segmenter",
+    "create_segmenter",
+    "DECODERS",
+]
