@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     except SimmmError as exc:
         if args.debug:
             raise
-        print("error: " + textwrap.fill(str(exc), width=110, subsequent_indent="       "), file=sys.stderr)
+        lines = str(exc).splitlines() or [""]
+        text = "\n".join(textwrap.fill(line, width=110, initial_indent="error: " if i == 0 else "       ",
+                                        subsequent_indent="       ", break_long_words=False,
+                                        break_on_hyphens=False) for i, line in enumerate(lines))
+        print(text, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.debug:

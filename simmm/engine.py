@@ -262,7 +262,7 @@ class Engine:
     def day_step(self, batch: dict):
         """Day-only training (the baseline): task loss on one augmented view."""
         view = self.adapter.views(batch, 1)[0]
-        images = self.adapter.color_augment(view["image"])
+        images = self.adapter.color_augment([view["image"]])[0]
         with self._autocast():
             loss = self.adapter.task_loss(self.adapter.forward(self.model, images).output, view)
         return loss, {"task": loss.detach()}
@@ -270,6 +270,9 @@ class Engine:
     def darkener_step(self, batch: dict):
         """D's step (DESIGN §4.2): make F's features of D(I) unlike those of I, under the regularisers R_D."""
         images = self.adapter.views(batch, 1)[0]["image"]
+        if self.recipe.darkener.train_size:
+            images = nn.functional.interpolate(images, size=tuple(self.recipe.darkener.train_size),
+                                               mode="bilinear", align_corners=False, antialias=True)
         lo, hi = self.recipe.darkener.exposure_range
         exposure = sample_exposure(images.shape[0], lo, hi, device=images.device)
         with self._autocast():
@@ -298,8 +301,7 @@ class Engine:
         a = self.recipe.adapt
         day, dark = self.adapter.views(batch, 2)
         dark = {**dark, "image": self.darken(dark["image"])}
-        day_images = self.adapter.color_augment(day["image"])
-        dark_images = self.adapter.color_augment(dark["image"])
+        day_images, dark_images = self.adapter.color_augment([day["image"], dark["image"]])
         with self._autocast():
             fd = self.adapter.forward(self.model, day_images)
             fn = self.adapter.forward(self.model, dark_images)

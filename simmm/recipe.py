@@ -87,7 +87,11 @@ class DarkenerLossWeights:
 
 @dataclass
 class DarkenerConfig:
-    """The darkening module D, its exposure sampling and its losses."""
+    """The darkening module D, its exposure sampling and its losses.
+
+    ``train_size`` [H, W]: D's phase resizes its training views to this size (the SMM paper trains D on
+    Cityscapes at 256×512 while F sees 384×768 crops); empty: the views as they come.
+    """
 
     width: int = 64
     mapping: Literal["code", "paper"] = "code"
@@ -98,6 +102,7 @@ class DarkenerConfig:
     tv_alpha: float = 0.02
     weights: DarkenerLossWeights = field(default_factory=DarkenerLossWeights)
     compound: CompoundExposureConfig = field(default_factory=CompoundExposureConfig)
+    train_size: list[int] = field(default_factory=list)
     checkpoint: str = ""
 
     def check(self, path: str) -> None:
@@ -108,6 +113,9 @@ class DarkenerConfig:
         lo, hi = self.exposure_range
         if not 0.0 <= lo <= hi <= 1.0:
             raise RecipeError(f"{path}.exposure_range: got {list(self.exposure_range)}; expected 0 <= low <= high <= 1")
+        if self.train_size and (len(self.train_size) != 2 or min(self.train_size) <= 0):
+            raise RecipeError(f"{path}.train_size: got {self.train_size}; expected [height, width] or [] (the "
+                              "training views' size)")
 
 
 @dataclass

@@ -117,9 +117,10 @@ class TaskAdapter:
         """``n`` independently augmented geometric views of a batch (on the batch's device)."""
         raise NotImplementedError
 
-    def color_augment(self, images: torch.Tensor) -> torch.Tensor:
-        """Photometric augmentation applied to every view after darkening (default: none)."""
-        return images
+    def color_augment(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Photometric augmentation of the views after darkening (default: none). Whether the views share
+        their random parameters is the task's choice (independent for classification, shared for segmentation)."""
+        return views
 
     # --- objective and metrics -----------------------------------------------------------------------------
     def task_loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:

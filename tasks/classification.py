@@ -265,8 +265,9 @@ class Classification(TaskAdapter):
     def views(self, batch: dict, n: int = 2) -> list[dict]:
         return [{**batch, "image": self.geometric(batch["image"])} for _ in range(n)]
 
-    def color_augment(self, images: torch.Tensor) -> torch.Tensor:
-        return self.jitter(images) if self.jitter is not None else images
+    def color_augment(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Colour jitter, drawn independently for each view."""
+        return [self.jitter(v) for v in views] if self.jitter is not None else views
 
     # --- objective and metrics -----------------------------------------------------------------------------
     def task_loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:

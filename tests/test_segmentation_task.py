@@ -1,0 +1,82 @@
+"""Segmentation task: joint augmentation, one end-to-end SMM smoke run on fake Cityscapes/Dark Zurich trees."""
+from pathlib import Path
+
+import pytest
+import torch
+from seg_fixtures import make_cityscapes_tree, make_darkzurich_tree
+
+from simmm.engine import Engine
+from simmm.recipe import load_recipe
+from simmm.tasks.segmentation import Segmentation, joint_scale_crop_flip
+
+SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "seg_smoke.yaml"
+
+
+def smoke_recipe(tmp_path, *extra):
+    cs = make_cityscapes_tree(tmp_path / "cityscapes")
+    dz = make_darkzurich_tree(tmp_path / "dark_zurich")
+    return load_recipe(SMOKE, [f"data.train.root={cs}", f"data.eval.cs_val.root={cs}",
+                               f"data.eval.dz_val.root={dz}", f"output_dir={tmp_path / 'run'}", *extra])
+
+
+def test_joint_augmentation_keeps_image_and_label_aligned():
+    torch.manual_seed(0)
+    # label = column index // 4, image channel 0 = the same value / 255: any misalignment shows
+    cols = torch.arange(32).div(4, rounding_mode="floor")
+    target = cols.expand(2, 16, 32).clone()
+    images = (target.float() / 255.0)[:, None].expand(2, 3, 16, 32).clone()
+    for _ in range(5):
+        out_images, out_targets = joint_scale_crop_flip(images, target, (12, 20), (0.7, 1.3), True)
+        assert out_images.shape == (2, 3, 12, 20) and out_targets.shape == (2, 12, 20)
+        valid = out_targets != 255
+        # nearest label vs bilinear image: equal away from stripe boundaries, off by at most one on them
+        approx = (out_images[:, 0] * 255).round().long()
+        assert (approx[valid] - out_targets[valid]).abs().max() <= 1
+        assert (approx[valid] == out_targets[valid]).float().mean() > 0.6
+        assert (out_images[:, 0][~valid] == 0).all()  # padding: image 0, label ignore
+
+
+def test_views_are_identical_and_jitter_shared(tmp_path):
+    recipe = smoke_recipe(tmp_path)
+    task = Segmentation(recipe)
+    batch = {"image": torch.rand(2, 3, 16, 32), "target": torch.randint(0, 19, (2, 16, 32))}
+    a, b = task.views(batch, 2)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
+    x, y = task.color_augment([a["image"], a["image"].clone()])
+    assert torch.equal(x, y)
+
+
+def test_smm_smoke_run_end_to_end(tmp_path):
+    engine = Engine(smoke_recipe(tmp_path))
+    metrics = engine.fit()
+    for name in ("cs_val/mIoU", "dz_val/mIoU", "dz_val/IoU_road", "cs_val/pixel_acc"):
+        assert name in metrics
+    assert 0.0 <= metrics["cs_val/mIoU"] <= 100.0
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    assert len(engine.byol) == 4  # one BYOL head per encoder stage
+
+
+def test_sliding_inference_option(tmp_path):
+    engine = Engine(smoke_recipe(tmp_path, "data.inference=sliding", "data.window=[8, 16]", "data.stride=[4, 8]",
+                                 "players.day.steps=0", "players.darkener.steps=0", "players.extractor.steps=0"))
+    metrics = engine.evaluate()
+    assert "dz_val/mIoU" in metrics
+
+
+def test_data_check_reports_malformed_label(tmp_path, capsys):
+    from simmm.cli import main
+
+    recipe_args = []
+    cs = make_cityscapes_tree(tmp_path / "cityscapes")
+    dz = make_darkzurich_tree(tmp_path / "dark_zurich")
+    label = next((cs / "gtFine" / "val").rglob("*_gtFine_labelIds.png"))
+    from PIL import Image
+
+    Image.new("L", (7, 5), 7).save(label)  # wrong size
+    for key, value in (("data.train.root", cs), ("data.eval.cs_val.root", cs), ("data.eval.dz_val.root", dz)):
+        recipe_args += ["--set", f"{key}={value}"]
+    assert main(["data", "check", str(SMOKE), *recipe_args]) == 1
+    out = capsys.readouterr().out
+    assert label.name in out
+    assert main(["train", str(SMOKE), *recipe_args, "--set", f"output_dir={tmp_path / 'run'}"]) == 2
+    assert label.name in capsys.readouterr().err
