@@ -91,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_darken)
 
+    p = sub.add_parser("predict", help="segment or classify images with a trained model, write the results",
+                       description="Segmentation: writes <name>_trainIds.png (train ids) and <name>_color.png "
+                       "(Cityscapes colours; --overlay blends them over the image). Classification: writes "
+                       "predictions.csv. --darkzurich-test ROOT runs the Dark Zurich test night set and writes the "
+                       "server's zip (labelTrainIds/, labelTrainIds_invalid/, confidence/).")
+    recipe_args(p)
+    p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("--checkpoint", required=True, help="a simmm checkpoint of this model")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overlay", action="store_true", help="segmentation: blend the colour map over the image")
+    p.add_argument("--darkzurich-test", metavar="ROOT", help="segmentation: predict the Dark Zurich test set "
+                   "under ROOT and export it for the benchmark server")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("recipes", help="list the recipes that ship")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_recipes)
@@ -196,6 +210,74 @@ def cmd_darken(args) -> int:
             target = out / f"{Path(name).stem}_dark_{level:g}.png"
             save_image(dark, target)
             print(target)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import csv
+
+    import numpy as np
+    import torch
+
+    from simmm.checkpoint import load_checkpoint, load_module_state
+    from simmm.data.images import load_image_tensor, save_image
+    from simmm.task import get_task
+
+    recipe = _load(args)
+    adapter = get_task(recipe.task)(recipe)
+    model = adapter.build_model()
+    state = load_checkpoint(args.checkpoint, signature=adapter.signature())
+    load_module_state(model, state["modules"]["model"], args.checkpoint, "model")
+    model.eval()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.images and not args.darkzurich_test:
+        raise SimmmError("predict: give image files, or --darkzurich-test ROOT")
+    if recipe.task == "classification":
+        if args.darkzurich_test:
+            raise SimmmError("--darkzurich-test is for segmentation recipes")
+        with (out / "predictions.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "class", "probability"])
+            for name in args.images:
+                image = load_image_tensor(name, size=recipe.data.image_size).unsqueeze(0)
+                with torch.no_grad():
+                    probs = model(image).softmax(1)[0]
+                k = int(probs.argmax())
+                writer.writerow([name, adapter.classes[k], f"{float(probs[k]):.4f}"])
+                print(f"{name}: {adapter.classes[k]} ({float(probs[k]):.3f})")
+        return 0
+    if recipe.task != "segmentation":
+        raise SimmmError(f"predict: task {recipe.task!r} has no prediction writer")
+    from simmm.data.cityscapes import colorize
+
+    def segment(image):
+        with torch.no_grad():
+            return adapter.predict(model, image[None])[0]
+
+    for name in args.images:
+        image = load_image_tensor(name)
+        ids = segment(image).argmax(0).to(torch.uint8)
+        stem = Path(name).stem
+        save_image(ids, out / f"{stem}_trainIds.png")
+        color = torch.from_numpy(np.ascontiguousarray(colorize(ids.numpy()))).permute(2, 0, 1)
+        if args.overlay:
+            color = (0.5 * color.float() / 255 + 0.5 * image).clamp(0, 1)
+        save_image(color, out / f"{stem}_color.png")
+        print(out / f"{stem}_color.png")
+    if args.darkzurich_test:
+        from simmm.data.darkzurich import DarkZurichDataset, export_server_predictions
+
+        test = DarkZurichDataset(args.darkzurich_test, split="test", condition="night", with_labels=False)
+        predictions, confidence = {}, {}
+        for i in range(len(test)):
+            item = test[i]
+            probs = segment(item["image"]).softmax(0)
+            conf, ids = probs.max(0)
+            predictions[item["name"]] = ids.to(torch.uint8).numpy()
+            confidence[item["name"]] = conf.numpy()
+        archive = export_server_predictions(predictions, out, confidence=confidence)
+        print(f"Dark Zurich test export: {archive} ({len(predictions)} images)")
     return 0
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from simmm import dist
 from simmm.logger import write_json
+from simmm.metrics import format_iou_table
 
 GRID_EXPOSURES = (0.05, 0.1, 0.2, 0.35)
 GRID_PRESETS = ("street", "urban", "dark")
@@ -20,7 +21,7 @@ def history_table(history: list[dict], title: str = "evaluation") -> Table:
     table.add_column("metric")
     for entry in history:
         table.add_column(f"after {entry['phase']}\n(step {entry['step']})", justify="right")
-    names = list(dict.fromkeys(k for entry in history for k in entry["metrics"]))
+    names = [k for k in dict.fromkeys(k for entry in history for k in entry["metrics"]) if "/IoU_" not in k]
     for name in names:
         table.add_row(name, *(f"{e['metrics'][name]:.2f}" if name in e["metrics"] else "" for e in history))
     return table
@@ -52,7 +53,14 @@ def write_report(engine) -> None:
     """Print the evaluation history; save ``report.json`` and, with a darkener, ``darkening.png``."""
     if not dist.is_main() or not engine.history:
         return
-    Console(file=sys.stdout).print(history_table(engine.history, title=f"{engine.recipe.name}: evaluation"))
+    console = Console(file=sys.stdout)
+    console.print(history_table(engine.history, title=f"{engine.recipe.name}: evaluation"))
+    final = engine.history[-1]["metrics"]
+    for split in dict.fromkeys(k.split("/IoU_")[0] for k in final if "/IoU_" in k):
+        per_class = [(k.split("/IoU_")[1].replace("_", " "), v) for k, v in final.items()
+                     if k.startswith(f"{split}/IoU_")]
+        console.print(format_iou_table([v for _, v in per_class], [n for n, _ in per_class],
+                                       title=f"{split}: per-class IoU (%)"))
     write_json({"history": engine.history, "best": engine.best}, engine.run_dir / "report.json")
     if engine.darkener is not None:
         darkening_grid(engine, engine.run_dir / "darkening.png")

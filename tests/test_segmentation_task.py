@@ -1,6 +1,7 @@
 """Segmentation task: joint augmentation, one end-to-end SMM smoke run on fake Cityscapes/Dark Zurich trees."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from seg_fixtures import make_cityscapes_tree, make_darkzurich_tree
@@ -80,3 +81,30 @@ def test_data_check_reports_malformed_label(tmp_path, capsys):
     assert label.name in out
     assert main(["train", str(SMOKE), *recipe_args, "--set", f"output_dir={tmp_path / 'run'}"]) == 2
     assert label.name in capsys.readouterr().err
+
+
+def test_predict_writes_maps_and_darkzurich_export(tmp_path, capsys):
+    import zipfile
+
+    from PIL import Image
+
+    from simmm.cli import main
+
+    cs = make_cityscapes_tree(tmp_path / "cityscapes")
+    dz = make_darkzurich_tree(tmp_path / "dark_zurich")
+    args = ["--set", f"data.train.root={cs}", "--set", f"data.eval.cs_val.root={cs}", "--set",
+            f"data.eval.dz_val.root={dz}", "--set", f"output_dir={tmp_path / 'run'}"]
+    assert main(["train", str(SMOKE), *args]) == 0
+    assert "per-class IoU" in capsys.readouterr().out
+    image = next((cs / "leftImg8bit" / "val").rglob("*.png"))
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert main(["predict", str(SMOKE), str(image), *args, "--checkpoint", ckpt, "--out", str(tmp_path / "pred"),
+                 "--overlay", "--darkzurich-test", str(dz)]) == 0
+    ids = Image.open(tmp_path / "pred" / f"{image.stem}_trainIds.png")
+    color = Image.open(tmp_path / "pred" / f"{image.stem}_color.png")
+    assert ids.size == color.size == Image.open(image).size
+    assert np.asarray(ids).max() < 19
+    archive = next((tmp_path / "pred").glob("*.zip"))
+    names = zipfile.ZipFile(archive).namelist()
+    assert any(n.startswith("labelTrainIds/") for n in names)
+    assert any(n.startswith("labelTrainIds_invalid/") for n in names)
