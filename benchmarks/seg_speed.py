@@ -1,0 +1,200 @@
+"""Speed and memory of SMM segmentation steps, as ratios to baselines measured in the same run.
+
+For each setting (with and without gradient checkpointing) it times, with the engine's own step functions:
+
+* ``plain``: a baseline training step (one view, forward + backward + optimiser step);
+* ``darkener``: the darkening phase's step (D forward, two frozen-F forwards, backward into D);
+* ``extractor``: the adaptation step (two views forward + backward, two EMA-target forwards, one darkening
+  forward, BYOL heads, momentum update);
+* ``floor``: the least work an adaptation step must do — two views forward + backward, two target forwards and
+  one darkening forward, nothing else — so ``extractor / floor`` is the engine's overhead.
+
+Targets (the segmentation issue): extractor ≤ 1.15 × floor; darkener ≤ 1.5 × plain. It prints a table and writes
+JSON and PNG next to this file (``results/seg_speed_<device>.json|png``). On CPU it runs at a reduced size; on a
+GPU use ``--size 512 1024`` (and ``--size 384 768 --batch 4 --backbone resnet101`` for the paper's setting).
+
+    python benchmarks/seg_speed.py                       # CPU default: resnet18 RefineNet, batch 2, 128x256
+    python benchmarks/seg_speed.py --device cuda --size 512 1024 --backbone resnet101 --batch 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from simmm.engine import Engine
+from simmm.recipe import recipe_from_dict
+from simmm.task import EvalSet
+from simmm.tasks.segmentation import Segmentation
+
+
+class SyntheticSegmentation(Segmentation):
+    """The segmentation task on random images/labels of a fixed size (no dataset needed)."""
+
+    size = (128, 256)
+
+    def train_dataset(self):
+        h, w = self.size
+        g = torch.Generator().manual_seed(0)
+        images = torch.rand(16, 3, h, w, generator=g)
+        labels = torch.randint(0, 19, (16, h, w), generator=g)
+
+        class Items(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(images)
+
+            def __getitem__(self, i):
+                return {"image": images[i], "target": labels[i]}
+
+        return Items()
+
+    def eval_sets(self):
+        return [EvalSet("none", self.train_dataset())]
+
+
+def build(args, checkpointing: bool) -> Engine:
+    h, w = args.size
+    raw = {
+        "task": "segmentation", "name": "bench", "output_dir": "/tmp/simmm_bench", "device": args.device,
+        "model": {"decoder": args.decoder, "backbone": args.backbone, "checkpointing": checkpointing,
+                  "features": args.features},
+        "data": {"train": {"root": "-", "size": [h, w]}, "crop": [h, w], "blur": 0.0, "cutout": 0.0,
+                 "scale": [1.0, 1.0]},
+        "darkener": {"train_size": [h * 2 // 3, w * 2 // 3], "map_scale": args.map_scale},
+        "players": {name: {"steps": 1, "batch_size": args.batch, "optimizer": "sgd", "lr": 1e-3}
+                    for name in ("day", "darkener", "extractor")},
+        "log": {"progress": False, "tensorboard": "off"},
+    }
+    recipe = recipe_from_dict(raw)
+    SyntheticSegmentation.size = (h, w)
+    return Engine(recipe, adapter=SyntheticSegmentation(recipe))
+
+
+def floor_step(engine: Engine, batch: dict) -> None:
+    """Two views forward + backward, two target forwards, one darkening forward: nothing else."""
+    model, adapter = engine.model, engine.adapter
+    images = batch["image"]
+    with torch.no_grad():
+        dark = engine.darkener(images, torch.full((images.shape[0],), 0.1, device=images.device)).image
+        adapter.forward(engine.target, images, output=False), adapter.forward(engine.target, dark, output=False)
+    loss = adapter.task_loss(model(images), batch) + adapter.task_loss(model(dark), batch)
+    loss.backward()
+    engine.players["extractor"].optimizer.step()
+    engine.players["extractor"].optimizer.zero_grad(set_to_none=True)
+
+
+def timed(fn, args, sync) -> tuple[float, float]:
+    """Median seconds per call after warm-up, and peak CUDA memory in GiB (NaN on CPU)."""
+    for _ in range(args.warmup):
+        fn()
+    sync()
+    if torch.cuda.is_available() and args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available()
+            and args.device.startswith("cuda") else float("nan"))
+    return statistics.median(times), peak
+
+
+def measure(args, checkpointing: bool) -> dict:
+    engine = build(args, checkpointing)
+    device = engine.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    batch = next(iter(torch.utils.data.DataLoader(engine.train_set, batch_size=args.batch)))
+    batch = {k: v.to(device) for k, v in batch.items()}
+
+    def run(player):
+        def step():
+            engine._activate(player)
+            loss, _ = engine.players[player].step_fn(batch)
+            engine._optimize(engine.players[player], loss)
+            engine._after_step(player)
+        return step
+
+    def floor():
+        engine._activate("extractor")
+        floor_step(engine, batch)
+
+    out = {}
+    for name, fn in (("plain", run("day")), ("darkener", run("darkener")), ("extractor", run("extractor")),
+                     ("floor", floor)):
+        out[name], out[f"{name}_peak_gib"] = timed(fn, args, sync)
+    out["darkener_vs_plain"] = out["darkener"] / out["plain"]
+    out["extractor_vs_floor"] = out["extractor"] / out["floor"]
+    out["extractor_vs_plain"] = out["extractor"] / out["plain"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--decoder", default="refinenet")
+    parser.add_argument("--features", type=int, default=0, help="decoder width (0: the decoder's default)")
+    parser.add_argument("--map-scale", type=float, default=1.0, help="darkener map_scale")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    if args.size is None:
+        args.size = [512, 1024] if args.device.startswith("cuda") else [128, 256]
+    torch.manual_seed(0)
+    rows = {}
+    for checkpointing in (False, True):
+        rows["checkpointing" if checkpointing else "plain_backward"] = measure(args, checkpointing)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"SMM segmentation step, {args.backbone}+{args.decoder}, batch {args.batch} at "
+                        f"{args.size[0]}x{args.size[1]} on {args.device}")
+    for col in ("setting", "plain s", "darkener s", "extractor s", "floor s", "D/plain (≤1.5)",
+                "F/floor (≤1.15)", "F/plain", "peak GiB (F)"):
+        table.add_column(col, justify="right")
+    for name, r in rows.items():
+        table.add_row(name, f"{r['plain']:.3f}", f"{r['darkener']:.3f}", f"{r['extractor']:.3f}",
+                      f"{r['floor']:.3f}", f"{r['darkener_vs_plain']:.2f}", f"{r['extractor_vs_floor']:.2f}",
+                      f"{r['extractor_vs_plain']:.2f}", f"{r['extractor_peak_gib']:.2f}")
+    Console().print(table)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = "cuda" if args.device.startswith("cuda") else "cpu"
+    result = {"args": vars(args), "torch": torch.__version__, "machine": platform.platform(),
+              "threads": torch.get_num_threads(), "results": rows}
+    (out / f"seg_speed_{tag}.json").write_text(json.dumps(result, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        names = ["plain", "darkener", "extractor", "floor"]
+        for i, (setting, r) in enumerate(rows.items()):
+            ax.bar([x + 0.4 * i for x in range(4)], [r[n] for n in names], width=0.4, label=setting)
+        ax.set_xticks([x + 0.2 for x in range(4)], names)
+        ax.set_ylabel("seconds per step")
+        ax.set_title(table.title, fontsize=8)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"seg_speed_{tag}.png", dpi=120)
+    except ImportError:
+        print("matplotlib not installed: no PNG written (pip install matplotlib)")
+    print(f"wrote {out / f'seg_speed_{tag}.json'}")
+
+
+if __name__ == "__main__":
+    main()
