@@ -167,7 +167,7 @@ def main() -> None:
         table.add_row(name, f"{r['plain']:.3f}", f"{r['darkener']:.3f}", f"{r['extractor']:.3f}",
                       f"{r['floor']:.3f}", f"{r['darkener_vs_plain']:.2f}", f"{r['extractor_vs_floor']:.2f}",
                       f"{r['extractor_vs_plain']:.2f}", f"{r['extractor_peak_gib']:.2f}")
-    Console().print(table)
+    Console(width=160).print(table)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
