@@ -329,7 +329,8 @@ class Engine:
         if not torch.isfinite(loss.detach()).all():
             return False
         self.scaler.scale(loss).backward()
-        self.scaler.unscale_(player.optimizer) if self.scaler.is_enabled() else None
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(player.optimizer)
         clip = player.config.clip_grad_norm
         norm = torch.nn.utils.clip_grad_norm_(player.params, clip if clip is not None else float("inf"))
         if not self.scaler.is_enabled() and not torch.isfinite(norm):
@@ -390,6 +391,9 @@ class Engine:
                 start = end
                 continue
             self._activate(segment.player)
+            if segment.player == "extractor" and self.target is not None and self.consumed["extractor"] == 0:
+                # BYOL's target starts as a copy of the model as it enters adaptation (after any day phase)
+                self.target.load_state_dict(self.model.state_dict())
             player = self.players[segment.player]
             while self.global_step < end:
                 batch = self._batches(segment.player)

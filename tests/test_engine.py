@@ -233,3 +233,20 @@ def test_alternating_and_fixed_darkening(tmp_path):
                                                                                              "batch_size": 4}}))
     assert fixed.darkener is None
     fixed.fit()
+
+
+def test_byol_target_starts_from_the_model_entering_adaptation(tmp_path):
+    engine = Engine(tiny_recipe(tmp_path))
+    seen = {}
+
+    def spy(eng, step):
+        if step == 7:  # last darkener step: the model is the trained day model
+            seen["model"] = {k: v.clone() for k, v in eng.model.state_dict().items()}
+        if step == 8:  # first extractor step: target = 0.99 * day model + 0.01 * model after one step
+            for k, v in eng.target.state_dict().items():
+                if v.is_floating_point() and "running" not in k:
+                    expected = 0.99 * seen["model"][k] + 0.01 * eng.model.state_dict()[k]
+                    assert torch.allclose(v, expected, atol=1e-6), k
+
+    engine.callbacks.append(spy)
+    engine.fit()
