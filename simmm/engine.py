@@ -30,7 +30,7 @@ from simmm.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from simmm.darkening import DarkeningNet
 from simmm.darkening_losses import DarkeningLoss
 from simmm.data.sampler import ResumableBatchSampler
-from simmm.errors import CheckpointError, SimmmError
+from simmm.errors import CheckpointError, RecipeError, SimmmError
 from simmm.exposure import compound_exposure, sample_exposure
 from simmm.logger import RunLogger, write_json
 from simmm.recipe import PlayerConfig, Recipe, recipe_to_dict, save_recipe
@@ -158,6 +158,11 @@ class Engine:
             self.load_weights(recipe.init, modules=("model",))
         uses_darkener = "darkener" in active or ("extractor" in active and recipe.adapt.darkening == "learned")
         d = recipe.darkener
+        if "extractor" in active and recipe.adapt.darkening == "learned" and "darkener" not in active \
+                and not d.checkpoint:
+            raise RecipeError("adapt.darkening is 'learned' but the darkener is neither trained in this run "
+                              "(players.darkener.steps/epochs are 0) nor loaded (darkener.checkpoint is empty); "
+                              "give one of them, or choose adapt.darkening: none, brightness or gamma")
         self.darkener = DarkeningNet(width=d.width, mapping=d.mapping, iterations=d.iterations,
                                      map_scale=d.map_scale).to(self.device) if uses_darkener else None
         if d.checkpoint:

@@ -250,3 +250,10 @@ def test_byol_target_starts_from_the_model_entering_adaptation(tmp_path):
 
     engine.callbacks.append(spy)
     engine.fit()
+
+
+def test_learned_darkening_needs_a_trained_or_loaded_darkener(tmp_path):
+    from simmm.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="neither trained in this run .* nor loaded"):
+        Engine(tiny_recipe(tmp_path, players={"extractor": {"steps": 2, "batch_size": 4}}))
