@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError, SimmmError
-from .images import image_to_tensor, read_image
+from .images import _decode, _Unreadable, image_to_tensor, read_image
 
 PathLike = Union[str, "os.PathLike[str]"]
 SizeHW = Tuple[int, int]
@@ -174,42 +174,22 @@ def normalize_size(size) -> Optional[SizeHW]:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-class _Unreadable(Exception):
-    pass
-
-
 def _decode_label(path: Path) -> np.ndarray:
     """Decode a single-channel id map; raises ``_Unreadable(reason)``."""
-    if not path.exists():
-        raise _Unreadable("the file does not exist")
-    if not path.is_file():
-        raise _Unreadable("it is not a file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("L", "P"):
-                arr = np.array(img, dtype=np.uint8)  # mode P: the palette indices are the ids
-            elif mode == "1":
-                arr = np.array(img, dtype=np.uint8)
-            elif mode.startswith("I"):
-                wide = np.array(img).astype(np.int64)
-                if wide.size and (wide.min() < 0 or wide.max() > 255):
-                    bad = int(wide.max()) if wide.max() > 255 else int(wide.min())
-                    raise _Unreadable(f"it holds the value {bad}, outside 0..255 (mode {mode})")
-                arr = wide.astype(np.uint8)
-            else:
-                raise _Unreadable(
-                    f"it is a {mode} image, not a single-channel id map (mode L); a colour "
-                    f"visualisation (*_color.png / *_labelColor.png) is not a label file")
-    except _Unreadable:
-        raise
-    except Image.DecompressionBombError as e:
-        raise _Unreadable(f"decompression bomb check failed ({e})") from e
-    except Image.UnidentifiedImageError as e:
-        raise _Unreadable("not an image file PIL can identify") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise _Unreadable(str(e) or type(e).__name__) from e
+    img = _decode(path, None)  # missing, truncated and non-image files are reported there
+    mode = img.mode
+    if mode in ("L", "P", "1"):
+        arr = np.array(img, dtype=np.uint8)  # mode P: the palette indices are the ids
+    elif mode.startswith("I"):
+        wide = np.array(img).astype(np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > 255):
+            bad = int(wide.max()) if wide.max() > 255 else int(wide.min())
+            raise _Unreadable(f"it holds the value {bad}, outside 0..255 (mode {mode})")
+        arr = wide.astype(np.uint8)
+    else:
+        raise _Unreadable(
+            f"it is a {mode} image, not a single-channel id map (mode L); a colour "
+            f"visualisation (*_color.png / *_labelColor.png) is not a label file")
     if arr.ndim != 2:
         raise _Unreadable(f"expected a 2-D id map, got shape {arr.shape}")
     return arr
