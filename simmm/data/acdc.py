@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 
 from ..errors import SimmmError
 from .segmentation import (
+    check_choice,
     PathLike,
     SegmentationDataset,
     SegmentationScanReport,
@@ -53,12 +54,6 @@ def acdc_group(root: Path, condition: str, split: str) -> TreeGroup:
                      reference_suffix=REFERENCE_SUFFIX)
 
 
-def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
-    if value not in allowed:
-        raise SimmmError(f"ACDC {what} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
 class ACDCDataset(SegmentationDataset):
     """ACDC images of one condition and split, with train-id labels and optional reference images.
 
@@ -78,8 +73,8 @@ class ACDCDataset(SegmentationDataset):
 
     def __init__(self, root: PathLike, condition: str = "night", split: str = "train", size=None,
                  with_reference: bool = False, with_labels: Optional[bool] = None):
-        self.condition = _check_choice(str(condition), ACDC_CONDITIONS, "condition")
-        self.split = _check_choice(str(split), ACDC_SPLITS, "split")
+        self.condition = check_choice(str(condition), ACDC_CONDITIONS, "ACDC condition")
+        self.split = check_choice(str(split), ACDC_SPLITS, "ACDC split")
         layout = acdc_layout(Path(root).expanduser(), self.condition, self.split)
         root_p = require_root(root, layout)
         if with_labels is None:
@@ -97,8 +92,8 @@ def check_acdc_tree(root: PathLike, splits: Optional[Sequence[str]] = None,
                     references: bool = False, pairs=None, max_listed: int = 10) -> SegmentationScanReport:
     """Data check of an ACDC tree (default: all conditions × train/val/test; labels required for train/val;
     with ``references=True`` every image needs its ``*_rgb_ref_anon.png``)."""
-    conds = [_check_choice(c, ACDC_CONDITIONS, "condition") for c in (conditions or ACDC_CONDITIONS)]
-    spl = [_check_choice(s, ACDC_SPLITS, "split") for s in (splits or ACDC_SPLITS)]
+    conds = [check_choice(c, ACDC_CONDITIONS, "ACDC condition") for c in (conditions or ACDC_CONDITIONS)]
+    spl = [check_choice(s, ACDC_SPLITS, "ACDC split") for s in (splits or ACDC_SPLITS)]
     root_p = Path(root).expanduser()
     groups: List[TreeGroup] = [acdc_group(root_p, c, s) for c in conds for s in spl]
     return scan_groups("acdc", root_p, acdc_layout(root_p), groups, verify=verify, references=references,

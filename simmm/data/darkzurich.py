@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 from ..errors import DataError, SimmmError
 from .images import IMAGE_EXTENSIONS, image_to_tensor, read_image
 from .segmentation import (
+    check_choice,
     CheckItem,
     PathLike,
     SegmentationDataset,
@@ -103,12 +104,6 @@ def darkzurich_group(root: Path, split: str, condition: str) -> TreeGroup:
                      label_suffixes=LABEL_SUFFIXES, labels_required=split == "val")
 
 
-def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
-    if value not in allowed:
-        raise SimmmError(f"Dark Zurich {what} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
 class DarkZurichDataset(SegmentationDataset):
     """Dark Zurich images of one split and condition (labels for val night).
 
@@ -129,8 +124,8 @@ class DarkZurichDataset(SegmentationDataset):
 
     def __init__(self, root: PathLike, split: str = "val", condition: str = "night", size=None,
                  with_labels: Optional[bool] = None):
-        self.split = _check_choice(str(split), DZ_SPLITS, "split")
-        self.condition = _check_choice(str(condition), DZ_CONDITIONS, "condition")
+        self.split = check_choice(str(split), DZ_SPLITS, "Dark Zurich split")
+        self.condition = check_choice(str(condition), DZ_CONDITIONS, "Dark Zurich condition")
         layout = darkzurich_layout(Path(root).expanduser(), self.split, self.condition)
         root_p = require_root(root, layout)
         group = darkzurich_group(root_p, self.split, self.condition)
@@ -477,8 +472,9 @@ def check_darkzurich_tree(root: PathLike, splits: Optional[Sequence[str]] = None
     ``None`` checks ``corresp/train/night/`` when present (a warning when absent), ``True`` requires it,
     ``False`` skips it, a path checks that ``night,day`` file.
     """
-    spl = [_check_choice(s, DZ_SPLITS, "split") for s in (splits or DZ_SPLITS)]
-    conds = [_check_choice(c, DZ_CONDITIONS, "condition") for c in conditions] if conditions else None
+    spl = [check_choice(s, DZ_SPLITS, "Dark Zurich split") for s in (splits or DZ_SPLITS)]
+    conds = ([check_choice(c, DZ_CONDITIONS, "Dark Zurich condition") for c in conditions]
+             if conditions else None)
     root_p = Path(root).expanduser()
     groups = [darkzurich_group(root_p, s, c) for s in spl for c in (conds or DZ_SPLIT_CONDITIONS[s])]
     report = scan_groups("darkzurich", root_p, darkzurich_layout(root_p), groups, verify=verify,

@@ -30,7 +30,8 @@ def load_photo(name: str) -> torch.Tensor:
 
 
 def photo_crops(photos=PHOTOS, split: str = "train", per_class: int = 64, size: int = 64,
-                train_fraction: float = 0.7, scale=(0.15, 0.45), seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                train_fraction: float = 0.7, scale=(0.15, 0.45),
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Square crops of each photo, resized to ``size``; returns images (N, 3, size, size) and labels (N,).
 
     ``split="train"`` crops lie in the left ``train_fraction`` of the photo, ``"test"`` crops in the rest.

@@ -151,6 +151,13 @@ def find_label(group: TreeGroup, image: Path) -> Tuple[Optional[Path], Optional[
     return None, None, (cands[0][0] if cands else None)
 
 
+def check_choice(value: str, allowed: Sequence[str], what: str) -> str:
+    """``value`` if it is one of ``allowed``, else a :class:`SimmmError` naming ``what`` and the choices."""
+    if value not in allowed:
+        raise SimmmError(f"{what} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
 def require_root(root: PathLike, layout: str) -> Path:
     """``Path(root)`` if it is a folder, else :class:`DataError` naming it and the expected tree."""
     p = Path(root).expanduser()
