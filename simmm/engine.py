@@ -119,8 +119,8 @@ class BadStepsError(SimmmError):
     pass
 
 
-class Interrupted(Exception):
-    """Raised by the SIGTERM handler so that the engine saves before it stops."""
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by SIGINT/SIGTERM, raised at the next step boundary after the state was saved."""
 
 
 # ------------------------------------------------------------------------------------------------ engine
@@ -206,6 +206,7 @@ class Engine:
         self.history: list[dict] = []
         self._iters: dict[str, object] = {}
         self.logger: Optional[RunLogger] = None
+        self._stop_requested = False
         # the generators' state right after building: fit() starts from it, whatever ran in between
         self._start_rng = get_rng_state()
 
@@ -373,17 +374,27 @@ class Engine:
             save_recipe(self.recipe, self.run_dir / "config.yaml")
         self.logger = RunLogger(self.run_dir, self.total_steps, self.recipe.log.tensorboard,
                                 self.recipe.log.progress, start_step=self.global_step)
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted) if _in_main_thread() else None
+        # Ctrl-C / SIGTERM only *ask* to stop: the step in flight finishes, the state is saved at that step
+        # boundary, then the run stops (a signal landing mid-step must not save half an optimiser update).
+        # A second signal stops at once, keeping the last checkpoint on disk.
+        previous = {}
+        if _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._request_stop)
         try:
             self._loop(ckpt_dir)
-        except (KeyboardInterrupt, Interrupted):
+        except Interrupted:
             self.save(ckpt_dir / "last.pt")
             self.logger.message(f"[yellow]interrupted: saved step {self.global_step} to {ckpt_dir / 'last.pt'}; "
                                 "continue with --resume")
             raise
+        except KeyboardInterrupt:
+            self.logger.message("[yellow]stopped at once; the last checkpoint on disk is "
+                                f"{ckpt_dir / 'last.pt'}; continue with --resume")
+            raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.logger.close()
         return self.history[-1]["metrics"] if self.history else {}
 
@@ -431,7 +442,18 @@ class Engine:
                     self.save(ckpt_dir / "last.pt")
                 for callback in self.callbacks:
                     callback(self, self.global_step)
+                if self._stop_requested:
+                    raise Interrupted()
             start = end
+
+    def _request_stop(self, signum, frame) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt()
+        self._stop_requested = True
+
+    def request_stop(self) -> None:
+        """Stop at the end of the current step, saving the state first (what Ctrl-C and SIGTERM do)."""
+        self._stop_requested = True
 
     def _phase_ends(self, index: int) -> bool:
         """Evaluate when a phase that changed the model ends (day; extractor in two-stage), and at the end."""
@@ -580,8 +602,6 @@ def _fmt(values: dict) -> str:
     return " ".join(f"{k}={float(v):.4g}" for k, v in values.items())
 
 
-def _raise_interrupted(signum, frame):
-    raise Interrupted()
 
 
 def _in_main_thread() -> bool:

@@ -1,4 +1,6 @@
 """The engine on a tiny custom task: schedules, freezing, exact resume, NaN guard, checkpoints."""
+import os
+import signal
 from dataclasses import dataclass
 
 import pytest
@@ -54,6 +56,7 @@ class TinyTask(TaskAdapter):
     model_config = TinyModelConfig
     data_config = TinyDataConfig
     poison_at = None  # make the loss NaN from this call on (NaN-guard test)
+    signal_at = None  # (call number, signals): send these signals to ourselves inside that loss call
     calls = 0
 
     def build_model(self):
@@ -82,6 +85,9 @@ class TinyTask(TaskAdapter):
 
     def task_loss(self, output, batch):
         TinyTask.calls += 1
+        if TinyTask.signal_at is not None and TinyTask.calls == TinyTask.signal_at[0]:
+            for sig in TinyTask.signal_at[1]:
+                os.kill(os.getpid(), sig)
         loss = nn.functional.cross_entropy(output, batch["target"])
         if TinyTask.poison_at is not None and TinyTask.calls >= TinyTask.poison_at:
             loss = loss * float("nan")
@@ -157,23 +163,32 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("kill_at, how", [(6, "crash"), (9, "interrupt")])
+@pytest.mark.parametrize("kill_at, how", [(6, "crash"), (9, "stop"), (3, "sigterm_mid_step"), (5, "ctrl_c_twice")])
 def test_resume_is_bitwise_exact(tmp_path, kill_at, how):
     reference = Engine(tiny_recipe(tmp_path / "a"))
     reference.fit()
     expected = final_state(reference)
 
     def killer(eng, step):
-        if step == kill_at:
-            raise Crash() if how == "crash" else KeyboardInterrupt()
+        if step == kill_at and how == "crash":
+            raise Crash()
+        if step == kill_at and how == "stop":
+            eng.request_stop()
 
     first = Engine(tiny_recipe(tmp_path / "b"))
     first.callbacks.append(killer)
-    with pytest.raises(Crash if how == "crash" else KeyboardInterrupt):
-        first.fit()
+    if how in ("sigterm_mid_step", "ctrl_c_twice"):
+        # the signals land inside a step (in its kill_at-th task-loss call), as real ones would
+        signals = [signal.SIGTERM] if how == "sigterm_mid_step" else [signal.SIGINT, signal.SIGINT]
+        TinyTask.calls, TinyTask.signal_at = 0, (kill_at, signals)
+    try:
+        with pytest.raises(Crash if how == "crash" else KeyboardInterrupt):
+            first.fit()
+    finally:
+        TinyTask.signal_at = None
     saved = load_checkpoint(tmp_path / "b" / "run" / "checkpoints" / "last.pt")
-    # a crash loses the steps after the last periodic checkpoint; an interrupt saves the current step
-    assert saved["global_step"] == (kill_at // 2 * 2 if how == "crash" else kill_at)
+    # a crash or a double Ctrl-C keeps the last periodic checkpoint; a stop request saves the step it ends
+    assert saved["global_step"] == {"crash": 6, "stop": 9, "sigterm_mid_step": 3, "ctrl_c_twice": 7}[how]
     resumed = Engine(tiny_recipe(tmp_path / "b"))
     resumed.fit(resume=True)
     got = final_state(resumed)
