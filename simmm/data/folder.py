@@ -237,6 +237,21 @@ class InMemoryImageDataset(Dataset):
 # --------------------------------------------------------------------------------------------- data check
 
 
+def listing(items: Sequence[str], max_listed: int) -> str:
+    """``a, b, c, ... (N more)``: at most ``max_listed`` items of a data-check finding."""
+    shown = list(items[:max_listed])
+    more = len(items) - len(shown)
+    return ", ".join(shown) + (f", ... ({more} more)" if more > 0 else "")
+
+
+def report_header(title: str, root, layout: str, root_exists: bool) -> List[str]:
+    """First lines of a data-check report; a missing root ends the report there."""
+    out = [f"{title} root {root} (expected {layout})"]
+    if not root_exists:
+        out += [f"  MISSING  root folder {root}", "result: NOT OK"]
+    return out
+
+
 @dataclass
 class SplitScan:
     """What :func:`scan_folder_dataset` found in one split folder."""
@@ -321,16 +336,12 @@ class FolderScanReport:
         return out
 
     def _listing(self, items: Sequence[str]) -> str:
-        shown = list(items[: self.max_listed])
-        more = len(items) - len(shown)
-        return ", ".join(shown) + (f", ... ({more} more)" if more > 0 else "")
+        return listing(items, self.max_listed)
 
     def lines(self) -> List[str]:
         """Human-readable report, one line per entry (``OK``/``MISSING``/``ERROR``/``WARN`` prefixes)."""
-        out = [f"dataset root {self.root} (expected {self.layout})"]
+        out = report_header("dataset", self.root, self.layout, self.root_exists)
         if not self.root_exists:
-            out.append(f"  MISSING  root folder {self.root}")
-            out.append("result: NOT OK")
             return out
         for s in self.splits:
             if not s.exists:

@@ -35,6 +35,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError, SimmmError
+from .folder import listing, report_header
 from .images import _decode, _Unreadable, image_to_tensor, read_image
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -525,9 +526,7 @@ class SegmentationScanReport:
         return not self.problems
 
     def _listing(self, items: Sequence[str]) -> str:
-        shown = list(items[: self.max_listed])
-        more = len(items) - len(shown)
-        return ", ".join(shown) + (f", ... ({more} more)" if more > 0 else "")
+        return listing(items, self.max_listed)
 
     def _values(self, bad: Dict[int, int]) -> str:
         return ", ".join(f"{v} ({n} px)" for v, n in bad.items())
@@ -590,10 +589,8 @@ class SegmentationScanReport:
 
     def lines(self) -> List[str]:
         """Human-readable report, one line per entry (``OK``/``MISSING``/``ERROR``/``WARN`` prefixes)."""
-        out = [f"{self.dataset} root {self.root} (expected {self.layout})"]
+        out = report_header(self.dataset, self.root, self.layout, self.root_exists)
         if not self.root_exists:
-            out.append(f"  MISSING  root folder {self.root}")
-            out.append("result: NOT OK")
             return out
         for g in self.groups:
             if not g.exists:
