@@ -244,6 +244,14 @@ def listing(items: Sequence[str], max_listed: int) -> str:
     return ", ".join(shown) + (f", ... ({more} more)" if more > 0 else "")
 
 
+def capped(messages: Sequence[str], max_listed: int, rest: str) -> List[str]:
+    """The first ``max_listed`` messages, then one line ``... and N more <rest>`` for the others."""
+    out = list(messages[:max_listed])
+    if len(messages) > max_listed:
+        out.append(f"... and {len(messages) - max_listed} more {rest}")
+    return out
+
+
 def report_header(title: str, root, layout: str, root_exists: bool) -> List[str]:
     """First lines of a data-check report; a missing root ends the report there."""
     out = [f"{title} root {root} (expected {layout})"]
@@ -317,11 +325,8 @@ class FolderScanReport:
                            f"{self.classes}")
             if s.total == 0:
                 out.append(f"no readable images in {s.path}")
-            for path, reason in s.unreadable[: self.max_listed]:
-                out.append(f"unreadable image {path}: {reason}")
-            if len(s.unreadable) > self.max_listed:
-                more = len(s.unreadable) - self.max_listed
-                out.append(f"... and {more} more unreadable images in {s.path}")
+            out += capped([f"unreadable image {path}: {reason}" for path, reason in s.unreadable],
+                          self.max_listed, f"unreadable images in {s.path}")
         return out
 
     @property

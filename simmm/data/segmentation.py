@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError, SimmmError
-from .folder import listing, report_header
+from .folder import capped, listing, report_header
 from .images import _decode, _Unreadable, image_to_tensor, read_image
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -550,27 +550,16 @@ class SegmentationScanReport:
                     out.append(f"missing label folder {g.label_path} ({g.name}: {len(g.missing_labels)} "
                                f"images without label); expected the tree {self.layout}")
                 else:
-                    out.extend(f"missing label {lab} for image {img}"
-                               for img, lab in g.missing_labels[: self.max_listed])
-                    if len(g.missing_labels) > self.max_listed:
-                        out.append(f"... and {len(g.missing_labels) - self.max_listed} more images without "
-                                   f"label in {g.path}")
-            for path, reason in g.unreadable[: self.max_listed]:
-                out.append(f"unreadable file {path}: {reason}")
-            if len(g.unreadable) > self.max_listed:
-                out.append(f"... and {len(g.unreadable) - self.max_listed} more unreadable files in {g.name}")
-            out.extend(g.wrong_size[: self.max_listed])
-            if len(g.wrong_size) > self.max_listed:
-                out.append(f"... and {len(g.wrong_size) - self.max_listed} more labels of the wrong size")
-            for path, bad in g.bad_values[: self.max_listed]:
-                out.append(f"label {path} contains value(s) {self._values(bad)} not in the Cityscapes table")
-            if len(g.bad_values) > self.max_listed:
-                out.append(f"... and {len(g.bad_values) - self.max_listed} more labels with values outside "
-                           f"the table in {g.name}")
-            for img, ref in g.missing_references[: self.max_listed]:
-                out.append(f"missing reference image {ref} for image {img}")
-            if len(g.missing_references) > self.max_listed:
-                out.append(f"... and {len(g.missing_references) - self.max_listed} more missing references")
+                    out += capped([f"missing label {lab} for image {img}" for img, lab in g.missing_labels],
+                                  self.max_listed, f"images without label in {g.path}")
+            out += capped([f"unreadable file {path}: {reason}" for path, reason in g.unreadable],
+                          self.max_listed, f"unreadable files in {g.name}")
+            out += capped(g.wrong_size, self.max_listed, "labels of the wrong size")
+            out += capped([f"label {path} contains value(s) {self._values(bad)} not in the Cityscapes table"
+                           for path, bad in g.bad_values],
+                          self.max_listed, f"labels with values outside the table in {g.name}")
+            out += capped([f"missing reference image {ref} for image {img}"
+                           for img, ref in g.missing_references], self.max_listed, "missing references")
         out.extend(e.message for e in self.extra if e.status in ("MISSING", "ERROR") and not e.summary)
         return out
 
@@ -611,20 +600,12 @@ class SegmentationScanReport:
                 else:
                     out.append(f"  {tag}  labels: "
                                + self._listing([lab for _, lab in g.missing_labels]))
-            for path, reason in g.unreadable[: self.max_listed]:
-                out.append(f"  ERROR    unreadable file {path}: {reason}")
-            if len(g.unreadable) > self.max_listed:
-                out.append(f"  ERROR    ... and {len(g.unreadable) - self.max_listed} more unreadable files")
-            for msg in g.wrong_size[: self.max_listed]:
-                out.append(f"  ERROR    {msg}")
-            if len(g.wrong_size) > self.max_listed:
-                more = len(g.wrong_size) - self.max_listed
-                out.append(f"  ERROR    ... and {more} more labels of the wrong size")
-            for path, bad in g.bad_values[: self.max_listed]:
-                out.append(f"  ERROR    label {path}: value(s) {self._values(bad)} not in the table")
-            if len(g.bad_values) > self.max_listed:
-                more = len(g.bad_values) - self.max_listed
-                out.append(f"  ERROR    ... and {more} more labels with bad values")
+            errors = capped([f"unreadable file {path}: {reason}" for path, reason in g.unreadable],
+                            self.max_listed, "unreadable files")
+            errors += capped(g.wrong_size, self.max_listed, "labels of the wrong size")
+            errors += capped([f"label {path}: value(s) {self._values(bad)} not in the table"
+                              for path, bad in g.bad_values], self.max_listed, "labels with bad values")
+            out += [f"  ERROR    {line}" for line in errors]
             if g.missing_references:
                 out.append("  MISSING  reference images: "
                            + self._listing([r for _, r in g.missing_references]))
