@@ -227,8 +227,9 @@ class Classification(TaskAdapter):
     def _simulated(self, source: torch.utils.data.Dataset, preset: str, source_name: str):
         """The simulated-night twin of an evaluation set, cached on disk (simulation is seeded)."""
         ns = self.cfg.night_sim
-        images = torch.stack([source[i][0] for i in range(len(source))])
-        labels = torch.tensor([int(source[i][1]) for i in range(len(source))])
+        items = [source[i] for i in range(len(source))]  # decode each image once
+        images = torch.stack([image for image, _ in items])
+        labels = torch.tensor([int(label) for _, label in items])
         presets = list(PRESETS) if preset == "mixed" else [preset]
         key = hashlib.sha1(json.dumps({
             "presets": {p: PRESETS[p].to_dict() for p in presets}, "seed": ns.seed,

@@ -132,3 +132,10 @@ def test_in_memory_dataset(tiny_images):
         InMemoryImageDataset(images, labels[:3])
     with pytest.raises(DataError):
         InMemoryImageDataset(images, labels, classes=["a"])
+
+
+def test_capped_listing():
+    from simmm.data.folder import capped
+
+    assert capped(["a", "b", "c"], 2, "bad files") == ["a", "b", "... and 1 more bad files"]
+    assert capped(["a", "b"], 2, "bad files") == ["a", "b"]
