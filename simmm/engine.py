@@ -330,22 +330,34 @@ class Engine:
             self.byol.update_target(self.recipe.adapt.momentum)
 
     def _optimize(self, player: Player, loss: torch.Tensor) -> bool:
-        """Backward, clip, step. Returns False (and leaves the weights alone) when loss or gradient is not finite."""
-        player.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss.detach()).all():
-            return False
-        self.scaler.scale(loss).backward()
-        if self.scaler.is_enabled():
-            self.scaler.unscale_(player.optimizer)
-        clip = player.config.clip_grad_norm
-        norm = torch.nn.utils.clip_grad_norm_(player.params, clip if clip is not None else float("inf"))
-        if not self.scaler.is_enabled() and not torch.isfinite(norm):
+        """Backward, clip, step. Returns False (and leaves the weights alone) when loss or gradient is not finite.
+
+        The gradients are released as soon as the step is taken: kept, they would sit through the next forward and
+        add one copy of the trained weights to the peak memory."""
+        try:
+            if not torch.isfinite(loss.detach()).all():
+                return False
+            self.scaler.scale(loss).backward()
+            if self.scaler.is_enabled():
+                self.scaler.unscale_(player.optimizer)
+            clip = player.config.clip_grad_norm
+            norm = torch.nn.utils.clip_grad_norm_(player.params, clip if clip is not None else float("inf"))
+            if not self.scaler.is_enabled() and not torch.isfinite(norm):
+                return False
+            self.scaler.step(player.optimizer)
+            self.scaler.update()
+            player.scheduler.step()
+            return True
+        finally:
             player.optimizer.zero_grad(set_to_none=True)
-            return False
-        self.scaler.step(player.optimizer)
-        self.scaler.update()
-        player.scheduler.step()
-        return True
+
+    def _release_finished_players(self, index: int) -> None:
+        """Free the optimiser state (momentum, Adam moments) of players with no steps left from plan segment
+        ``index`` on: after the day phase, the day optimiser's copy of the model's size is dead weight."""
+        remaining = {segment.player for segment in self.plan[index:]}
+        for name, player in self.players.items():
+            if name not in remaining:
+                player.optimizer.state.clear()
 
     def _activate(self, name: str) -> None:
         """Train the named player's modules; freeze everything else (DESIGN §3.1)."""
@@ -407,6 +419,7 @@ class Engine:
                 start = end
                 continue
             self._activate(segment.player)
+            self._release_finished_players(index)
             if segment.player == "extractor" and self.target is not None and self.consumed["extractor"] == 0:
                 # BYOL's target starts as a copy of the model as it enters adaptation (after any day phase)
                 self.target.load_state_dict(self.model.state_dict())

@@ -272,3 +272,22 @@ def test_learned_darkening_needs_a_trained_or_loaded_darkener(tmp_path):
 
     with pytest.raises(RecipeError, match="neither trained in this run .* nor loaded"):
         Engine(tiny_recipe(tmp_path, players={"extractor": {"steps": 2, "batch_size": 4}}))
+
+
+def test_gradients_and_finished_optimisers_are_released(tmp_path):
+    """No gradient outlives its step; a player's optimiser state is freed once it has no steps left."""
+    engine = Engine(tiny_recipe(tmp_path, players={"day": {"steps": 4, "batch_size": 4, "optimizer": "adam"},
+                                                   "darkener": {"steps": 3, "batch_size": 4},
+                                                   "extractor": {"steps": 5, "batch_size": 4}}))
+    seen = []
+
+    def spy(eng, step):
+        assert all(p.grad is None for m in eng.modules().values() for p in m.parameters()), step
+        seen.append((step, len(eng.players["day"].optimizer.state), len(eng.players["extractor"].optimizer.state)))
+
+    engine.callbacks.append(spy)
+    engine.fit()
+    n_model = len(list(engine.model.parameters()))
+    assert seen[3] == (4, n_model, 0)  # day phase: Adam moments for every weight
+    assert seen[4][1] == 0  # the darkener phase starts: the day optimiser is done, its state is gone
+    assert seen[-1][1] == 0 and seen[-1][2] > 0
