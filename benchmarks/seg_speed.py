@@ -176,8 +176,6 @@ def main() -> None:
     if args.size is None:
         args.size = [512, 1024] if args.device.startswith("cuda") else [128, 256]
     cuda = args.device.startswith("cuda")
-    if cuda:
-        torch.backends.cudnn.benchmark = True
     amp = args.amp if cuda else "off"
     if amp == "auto":
         amp = "bf16" if torch.cuda.is_bf16_supported() else "off"

@@ -139,6 +139,8 @@ class Engine:
         self.recipe = recipe
         self.adapter = adapter if adapter is not None else get_task(recipe.task)(recipe)
         self.device = torch.device(device or self._pick_device(recipe.device))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # training crops have one size: let cuDNN time its kernels once
         self.run_dir = Path(run_dir) if run_dir is not None else recipe.run_dir
         self.callbacks: list[Callable[["Engine", int], None]] = []
         seed_everything(recipe.seed)
