@@ -183,7 +183,9 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """
     if p.shape != z.shape:
         raise ValueError(f"byol_loss: shapes differ, {tuple(p.shape)} vs {tuple(z.shape)}")
-    cos = (F.normalize(p, dim=-1) * F.normalize(z.detach(), dim=-1)).sum(dim=-1)
+    # bf16 heads under autocast: the cosine in float32 (float64 stays float64)
+    p, z = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in (p, z.detach()))
+    cos = (F.normalize(p, dim=-1) * F.normalize(z, dim=-1)).sum(dim=-1)
     return (2.0 - 2.0 * cos).mean()
 
 

@@ -252,6 +252,9 @@ class DarkeningNet(nn.Module):
         out = self._network(x)
         if use_cl:
             out = out.contiguous()
+        # the maps in float32 even under autocast: in bf16, B's whole range [0.95, 1] holds only ~25 values, and
+        # the curve raises it to the 8th power
+        out = out.to(torch.promote_types(out.dtype, torch.float32))
         A = torch.tanh(out[:, 0:3])
         B = torch.sigmoid(out[:, 3:6]).mul(0.05).add(0.95)
         return A, B

@@ -71,6 +71,8 @@ def feature_similarity(feats_a: Feats, feats_b: Feats) -> Tensor:
     for a, b in zip(fa, fb):
         if a.shape != b.shape:
             raise ValueError(f"feature_similarity: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+        # bf16 features under autocast: the cosine in float32 (float64 stays float64)
+        a, b = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in (a, b))
         s = (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(dim=1).mean()
         total = s if total is None else total + s
     return total / len(fa)

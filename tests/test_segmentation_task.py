@@ -108,3 +108,21 @@ def test_predict_writes_maps_and_darkzurich_export(tmp_path, capsys):
     names = zipfile.ZipFile(archive).namelist()
     assert any(n.startswith("labelTrainIds/") for n in names)
     assert any(n.startswith("labelTrainIds_invalid/") for n in names)
+
+
+def test_bf16_autocast_steps_give_float32_losses_close_to_float32(tmp_path):
+    """The engine's AMP path, on CPU: every player's loss terms under bf16 autocast are float32 and within 2% of
+    the float32 step's (similarities and BYOL cosines are taken in float32; only the networks run in bf16)."""
+    engine = Engine(smoke_recipe(tmp_path))
+    for player in ("day", "darkener", "extractor"):
+        engine._activate(player)
+        batch = engine._batches(player)
+        results = {}
+        for dtype in (None, torch.bfloat16):
+            engine.amp_dtype = dtype
+            torch.manual_seed(1)  # the same exposures, augmentations and cutouts for both
+            loss, terms = engine.players[player].step_fn(batch)
+            assert loss.dtype == torch.float32 and all(t.dtype == torch.float32 for t in terms.values()), player
+            results[dtype] = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        for name, value in results[None].items():
+            assert results[torch.bfloat16][name] == pytest.approx(value, rel=0.02, abs=1e-6), (player, name)
