@@ -354,12 +354,14 @@ class Engine:
             player.optimizer.zero_grad(set_to_none=True)
 
     def _release_finished_players(self, index: int) -> None:
-        """Free the optimiser state (momentum, Adam moments) of players with no steps left from plan segment
-        ``index`` on: after the day phase, the day optimiser's copy of the model's size is dead weight."""
+        """Free what players with no steps left from plan segment ``index`` on still hold: their optimiser state
+        (after the day phase, the day optimiser's copy of the model's size is dead weight) and their batch
+        stream (with ``num_workers``, its worker processes)."""
         remaining = {segment.player for segment in self.plan[index:]}
         for name, player in self.players.items():
             if name not in remaining:
                 player.optimizer.state.clear()
+                self._iters.pop(name, None)
 
     def _activate(self, name: str) -> None:
         """Train the named player's modules; freeze everything else (DESIGN §3.1)."""

@@ -290,4 +290,5 @@ def test_gradients_and_finished_optimisers_are_released(tmp_path):
     n_model = len(list(engine.model.parameters()))
     assert seen[3] == (4, n_model, 0)  # day phase: Adam moments for every weight
     assert seen[4][1] == 0  # the darkener phase starts: the day optimiser is done, its state is gone
+    assert set(engine._iters) == {"extractor"}  # and so are the batch streams of finished players
     assert seen[-1][1] == 0 and seen[-1][2] > 0
