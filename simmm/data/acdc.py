@@ -17,14 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..errors import SimmmError
 from .segmentation import (
     check_choice,
     PathLike,
     SegmentationDataset,
     SegmentationScanReport,
     TreeGroup,
-    collect_samples,
     require_root,
     scan_groups,
 )
@@ -80,11 +78,8 @@ class ACDCDataset(SegmentationDataset):
         if with_labels is None:
             with_labels = self.split in LABELLED_SPLITS
         self.with_reference = bool(with_reference)
-        group = acdc_group(root_p, self.condition, self.split)
-        samples = collect_samples(group, layout, with_labels=with_labels, with_reference=self.with_reference,
-                                  name_root=root_p / "rgb_anon")
-        super().__init__(samples, size=size, with_labels=with_labels, root=root_p, layout=layout,
-                         groups=[group])
+        self._init_from_group(acdc_group(root_p, self.condition, self.split), root_p, layout, size, with_labels,
+                              name_root=root_p / "rgb_anon", with_reference=self.with_reference)
 
 
 def check_acdc_tree(root: PathLike, splits: Optional[Sequence[str]] = None,

@@ -25,7 +25,6 @@ from .segmentation import (
     SegmentationDataset,
     SegmentationScanReport,
     TreeGroup,
-    collect_samples,
     require_root,
     scan_groups,
 )
@@ -263,11 +262,8 @@ class CityscapesDataset(SegmentationDataset):
         layout = cityscapes_layout(Path(root).expanduser(), [split])
         root_p = require_root(root, layout)
         self.split = str(split)
-        groups = cityscapes_groups(root_p, [self.split])
-        samples = collect_samples(groups[0], layout, with_labels=with_labels,
-                                  name_root=root_p / "leftImg8bit")
-        super().__init__(samples, size=size, with_labels=with_labels, root=root_p, layout=layout,
-                         groups=groups)
+        self._init_from_group(cityscapes_groups(root_p, [self.split])[0], root_p, layout, size, with_labels,
+                              name_root=root_p / "leftImg8bit")
 
 
 def check_cityscapes_tree(root: PathLike, splits: Optional[Sequence[str]] = None, conditions=None, *,

@@ -53,7 +53,6 @@ from .segmentation import (
     SegmentationDataset,
     SegmentationScanReport,
     TreeGroup,
-    collect_samples,
     find_images,
     normalize_size,
     require_root,
@@ -131,9 +130,7 @@ class DarkZurichDataset(SegmentationDataset):
         group = darkzurich_group(root_p, self.split, self.condition)
         if with_labels is None:
             with_labels = self.split == "val" or group.label_dir.is_dir()
-        samples = collect_samples(group, layout, with_labels=with_labels, name_root=root_p / "rgb_anon")
-        super().__init__(samples, size=size, with_labels=with_labels, root=root_p, layout=layout,
-                         groups=[group])
+        self._init_from_group(group, root_p, layout, size, with_labels, name_root=root_p / "rgb_anon")
 
 
 # ------------------------------------------------------------------------------------------ day-night pairs

@@ -20,7 +20,6 @@ from .segmentation import (
     SegmentationDataset,
     SegmentationScanReport,
     TreeGroup,
-    collect_samples,
     require_root,
     scan_groups,
 )
@@ -61,11 +60,8 @@ class NighttimeDrivingDataset(SegmentationDataset):
     def __init__(self, root: PathLike, size=None, with_labels: bool = True):
         layout = nighttime_driving_layout(Path(root).expanduser())
         root_p = require_root(root, layout)
-        groups = nighttime_driving_groups(root_p)
-        samples = collect_samples(groups[0], layout, with_labels=with_labels,
-                                  name_root=root_p / "leftImg8bit")
-        super().__init__(samples, size=size, with_labels=with_labels, root=root_p, layout=layout,
-                         groups=groups)
+        self._init_from_group(nighttime_driving_groups(root_p)[0], root_p, layout, size, with_labels,
+                              name_root=root_p / "leftImg8bit")
 
 
 def check_nighttime_driving_tree(root: PathLike, splits: Optional[Sequence[str]] = None, conditions=None, *,

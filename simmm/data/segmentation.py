@@ -431,6 +431,15 @@ class SegmentationDataset(Dataset):
         self.num_classes = NUM_CLASSES
         self.ignore_index = IGNORE_INDEX
 
+    def _init_from_group(self, group: "TreeGroup", root: Path, layout: str, size, with_labels: bool,
+                         name_root: Path, with_reference: bool = False) -> None:
+        """Initialise from the samples of one tree group (the dataset classes' shared tail); a missing folder,
+        an empty one or an image without label raises :class:`DataError` naming it and ``layout``."""
+        samples = collect_samples(group, layout, with_labels=with_labels, with_reference=with_reference,
+                                  name_root=name_root)
+        SegmentationDataset.__init__(self, samples, size=size, with_labels=with_labels, root=root, layout=layout,
+                                     groups=[group])
+
     def __len__(self) -> int:
         return len(self.samples)
 
