@@ -170,7 +170,7 @@ def cmd_darken(args) -> int:
 
     out = Path(args.out)
     if args.physical:
-        from simmm.night import PRESETS, load_raw, simulate_night, simulate_night_raw
+        from simmm.night import PRESETS, simulate_night, simulate_night_raw
 
         if args.preset not in PRESETS:
             raise SimmmError(f"--preset {args.preset}: unknown; available: {', '.join(PRESETS)}")
@@ -216,7 +216,6 @@ def cmd_darken(args) -> int:
 def cmd_predict(args) -> int:
     import csv
 
-    import numpy as np
     import torch
 
     from simmm.checkpoint import load_checkpoint, load_module_state
@@ -224,6 +223,13 @@ def cmd_predict(args) -> int:
     from simmm.task import get_task
 
     recipe = _load(args)
+    # argument errors first, before the model is built and the checkpoint read
+    if not args.images and not args.darkzurich_test:
+        raise SimmmError("predict: give image files, or --darkzurich-test ROOT")
+    if recipe.task not in ("classification", "segmentation"):
+        raise SimmmError(f"predict: task {recipe.task!r} has no prediction writer")
+    if args.darkzurich_test and recipe.task != "segmentation":
+        raise SimmmError("--darkzurich-test is for segmentation recipes")
     adapter = get_task(recipe.task)(recipe)
     model = adapter.build_model()
     state = load_checkpoint(args.checkpoint, signature=adapter.signature())
@@ -231,11 +237,7 @@ def cmd_predict(args) -> int:
     model.eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not args.images and not args.darkzurich_test:
-        raise SimmmError("predict: give image files, or --darkzurich-test ROOT")
     if recipe.task == "classification":
-        if args.darkzurich_test:
-            raise SimmmError("--darkzurich-test is for segmentation recipes")
         with (out / "predictions.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "class", "probability"])
@@ -247,8 +249,6 @@ def cmd_predict(args) -> int:
                 writer.writerow([name, adapter.classes[k], f"{float(probs[k]):.4f}"])
                 print(f"{name}: {adapter.classes[k]} ({float(probs[k]):.3f})")
         return 0
-    if recipe.task != "segmentation":
-        raise SimmmError(f"predict: task {recipe.task!r} has no prediction writer")
     from simmm.data.cityscapes import colorize
 
     def segment(image):
@@ -260,7 +260,7 @@ def cmd_predict(args) -> int:
         ids = segment(image).argmax(0).to(torch.uint8)
         stem = Path(name).stem
         save_image(ids, out / f"{stem}_trainIds.png")
-        color = torch.from_numpy(np.ascontiguousarray(colorize(ids.numpy()))).permute(2, 0, 1)
+        color = colorize(ids).permute(2, 0, 1)
         if args.overlay:
             color = (0.5 * color.float() / 255 + 0.5 * image).clamp(0, 1)
         save_image(color, out / f"{stem}_color.png")

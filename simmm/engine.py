@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import signal
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional

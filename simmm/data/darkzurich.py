@@ -45,6 +45,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError, SimmmError
+from .folder import capped
 from .images import IMAGE_EXTENSIONS, image_to_tensor, read_image
 from .segmentation import (
     check_choice,
@@ -494,9 +495,5 @@ def check_darkzurich_tree(root: PathLike, splits: Optional[Sequence[str]] = None
     report.extra.append(CheckItem(status, f"day-night pairs: {len(found)} pairs, "
                                           f"{len({d for _, d in found})} distinct day frames ({where})",
                                   summary=True))
-    for msg in errors[:max_listed]:
-        report.extra.append(CheckItem("ERROR", msg))
-    if len(errors) > max_listed:
-        more = len(errors) - max_listed
-        report.extra.append(CheckItem("ERROR", f"... and {more} more problems in the pairs"))
+    report.extra += [CheckItem("ERROR", msg) for msg in capped(errors, max_listed, "problems in the pairs")]
     return report

@@ -364,10 +364,9 @@ class FolderScanReport:
                            f"{self._listing([str(Path(s.path) / f) for f in s.unexpected_folders])}")
             if s.exists and s.total == 0:
                 out.append(f"  ERROR    no images found in {s.path}")
-            for path, reason in s.unreadable[: self.max_listed]:
-                out.append(f"  ERROR    unreadable image {path}: {reason}")
-            if len(s.unreadable) > self.max_listed:
-                out.append(f"  ERROR    ... and {len(s.unreadable) - self.max_listed} more unreadable images")
+            out += [f"  ERROR    {line}" for line in capped([f"unreadable image {path}: {reason}"
+                                                            for path, reason in s.unreadable],
+                                                           self.max_listed, "unreadable images")]
             if s.empty_classes:
                 out.append(f"  WARN     class folders without images: {self._listing(s.empty_classes)}")
             if s.non_image_files:

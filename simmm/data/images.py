@@ -32,6 +32,7 @@ __all__ = [
     "is_image_file",
     "read_image",
     "verify_image",
+    "image_size",
     "image_to_tensor",
     "tensor_to_image",
     "resize_short_center_crop",
@@ -55,18 +56,38 @@ def _decode(path: Path, mode: Optional[str]) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()  # full decode: a truncated file raises here ("image file is truncated ...")
-            out = img.convert(mode) if mode is not None and img.mode != mode else img.copy()
-    except Image.DecompressionBombError as e:
-        raise _Unreadable(f"decompression bomb check failed ({e})") from e
-    except Image.UnidentifiedImageError as e:
-        raise _Unreadable("not an image file PIL can identify") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise _Unreadable(str(e) or type(e).__name__) from e
-    return out
+            return img.convert(mode) if mode is not None and img.mode != mode else img.copy()
+    except _READ_ERRORS as e:
+        raise _Unreadable(_reason(e)) from e
 
 
 class _Unreadable(Exception):
     pass
+
+
+# what PIL raises for a file that is not a readable image (DecompressionBombError is not an OSError)
+_READ_ERRORS = (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError)
+
+
+def _reason(error: Exception) -> str:
+    """A short reason for one of ``_READ_ERRORS``."""
+    if isinstance(error, Image.DecompressionBombError):
+        return f"decompression bomb check failed ({error})"
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not an image file PIL can identify"
+    return str(error) or type(error).__name__
+
+
+def image_size(path: PathLike, verify: bool = True) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
+    """``((W, H), None)`` for a readable image, else ``(None, reason)``; with ``verify`` the file is decoded
+    completely (finds truncated files), without it only the header is read."""
+    try:
+        with Image.open(path) as img:
+            if verify:
+                img.load()
+            return img.size, None
+    except _READ_ERRORS as e:
+        return None, _reason(e)
 
 
 def read_image(path: PathLike, mode: Optional[str] = "RGB") -> Image.Image:

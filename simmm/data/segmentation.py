@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError, SimmmError
 from .folder import capped, listing, report_header
-from .images import _decode, _Unreadable, image_to_tensor, read_image
+from .images import _decode, _Unreadable, image_size, image_to_tensor, read_image, verify_image
 
 PathLike = Union[str, "os.PathLike[str]"]
 SizeHW = Tuple[int, int]
@@ -335,10 +335,8 @@ class SegmentationSample:
         if target is not None:
             item["target"] = target
         if self.reference is not None:
-            ref = read_image(self.reference)
-            if size is None and ref.size != (image.shape[2], image.shape[1]):
-                ref = resize_image(ref, (image.shape[1], image.shape[2]))
-            item["reference"] = image_to_tensor(resize_image(ref, size))
+            # the image's size: ``size``, or the image's native size when a reference differs from it
+            item["reference"] = image_to_tensor(resize_image(read_image(self.reference), tuple(image.shape[1:])))
         item["path"] = str(self.image)
         item["name"] = self.name
         return item
@@ -632,21 +630,6 @@ class SegmentationScanReport:
         return self.format()
 
 
-def _image_size(path: Path, verify: bool) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
-    """``((W, H), None)`` for a readable image, else ``(None, reason)``; decodes fully with ``verify``."""
-    try:
-        with Image.open(path) as img:
-            if verify:
-                img.load()
-            return img.size, None
-    except Image.DecompressionBombError as e:
-        return None, f"decompression bomb check failed ({e})"
-    except Image.UnidentifiedImageError:
-        return None, "not an image file PIL can identify"
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        return None, str(e) or type(e).__name__
-
-
 def scan_groups(
     dataset: str,
     root: PathLike,
@@ -701,7 +684,7 @@ def scan_groups(
         scan.images = len(images)
         seen_labels = set()
         for img in images:
-            size, reason = _image_size(img, verify)
+            size, reason = image_size(img, verify)
             if reason is not None:
                 scan.unreadable.append((str(img), reason))
             if scan.references_checked:
@@ -709,7 +692,7 @@ def scan_groups(
                 if ref is not None and ref.is_file():
                     scan.references += 1
                     if verify:
-                        _, rreason = _image_size(ref, True)
+                        rreason = verify_image(ref)
                         if rreason is not None:
                             scan.unreadable.append((str(ref), rreason))
                 else:
