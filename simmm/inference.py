@@ -173,9 +173,6 @@ def predict_sliding(model: Callable, images: torch.Tensor, num_classes: int, cro
     hp, wp = x.shape[-2:]
 
     out = torch.zeros(b, num_classes, hp, wp, dtype=torch.float32, device=images.device)
-    count = torch.zeros(1, 1, hp, wp, dtype=torch.float32, device=images.device)
-    for y0, x0, y1, x1 in windows:
-        count[..., y0:y1, x0:x1] += 1
 
     jobs = [(i, win) for i in range(b) for win in windows]
     for start in range(0, len(jobs), batch_size):
@@ -184,5 +181,5 @@ def predict_sliding(model: Callable, images: torch.Tensor, num_classes: int, cro
         y = _logits_tta(model, crops, num_classes, flip, softmax)
         for k, (i, (y0, x0, y1, x1)) in enumerate(chunk):
             out[i, :, y0:y1, x0:x1] += y[k]
-    # every pixel is covered by construction (sliding_window_starts); count >= 1 everywhere
-    return (out / count)[..., :h, :w]
+    # every pixel is covered by construction (sliding_window_starts); the count is >= 1 everywhere
+    return out[..., :h, :w] / window_count_map(h, w, (ch, cw), stride, device=images.device)

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 import torch.distributed as td
 
+from .data.cityscapes import TRAIN_CLASSES
+from .dist import is_distributed
+
 __all__ = [
     "CITYSCAPES_CLASSES",
     "top1_accuracy", "topk_accuracy", "Accuracy",
@@ -30,10 +33,7 @@ __all__ = [
     "average_precision", "mean_average_precision",
 ]
 
-CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
-)
+CITYSCAPES_CLASSES = TRAIN_CLASSES  # the 19 evaluation classes, in train-id order
 
 _NAN = float("nan")
 
@@ -41,7 +41,7 @@ _NAN = float("nan")
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over the default process group (a copy; ``t`` is untouched). Identity when not distributed."""
     out = t.clone()
-    if not (td.is_available() and td.is_initialized()):
+    if not is_distributed():
         return out
     if td.get_backend() == "nccl" and out.device.type != "cuda":
         moved = out.to(torch.device("cuda", torch.cuda.current_device()))
@@ -294,13 +294,13 @@ def _as_index_array(x) -> np.ndarray:
     return np.asarray(x, dtype=np.int64).reshape(-1)
 
 
-def _clean_positions(ranking, ok, junk) -> tuple[np.ndarray, int, np.ndarray]:
-    """0-based ranks of the positives in ``ranking`` after junk removal, the number of positives, the ranking."""
+def _clean_positions(ranking, ok, junk) -> tuple[np.ndarray, int]:
+    """0-based ranks of the positives in ``ranking`` after junk removal, and the number of positives."""
     r = _as_index_array(ranking)
     ok = np.unique(_as_index_array(ok))
     junk = np.setdiff1d(_as_index_array(junk if junk is not None else []), ok)  # ok wins over junk
     r = r[~np.isin(r, junk)]
-    return np.flatnonzero(np.isin(r, ok)), len(ok), r
+    return np.flatnonzero(np.isin(r, ok)), len(ok)
 
 
 def _ap_from_positions(pos: np.ndarray, n_ok: int, trapezoid: bool) -> float:
@@ -327,7 +327,7 @@ def average_precision(ranking, ok, junk=(), *, trapezoid: bool = False) -> float
     revisited Oxford/Paris ``compute_ap`` (also used by cnnimageretrieval-pytorch), which averages the precision
     just before and at each positive — the same ranking gives ((1 + 1)/2 + (1/2 + 2/3)/2) / 2.
     """
-    pos, n_ok, _ = _clean_positions(ranking, ok, junk)
+    pos, n_ok = _clean_positions(ranking, ok, junk)
     return _ap_from_positions(pos, n_ok, trapezoid)
 
 
@@ -368,7 +368,7 @@ def mean_average_precision(ranks=None, gnd: Sequence = (), *, scores=None, ks: S
     aps, hits = [], {k: 0 for k in ks}
     for ranking, g in zip(ranks, gnd):
         ok, junk = _gnd_lists(g)
-        pos, n_ok, _ = _clean_positions(ranking, ok, junk)
+        pos, n_ok = _clean_positions(ranking, ok, junk)
         ap = _ap_from_positions(pos, n_ok, trapezoid)
         aps.append(ap)
         if n_ok == 0:

@@ -93,7 +93,7 @@ class SegmentationDataConfig:
                 raise RecipeError(f"{path}.{name}: got {getattr(self, name)}; expected a probability in [0, 1]")
 
 
-def _dataset(cfg: SegmentationSetConfig, size, with_labels=True):
+def _dataset(cfg: SegmentationSetConfig, size):
     cls = get_dataset_class(cfg.dataset)
     kwargs = {"size": size}
     if cfg.dataset in ("cityscapes", "darkzurich", "acdc"):
@@ -101,7 +101,7 @@ def _dataset(cfg: SegmentationSetConfig, size, with_labels=True):
     if cfg.dataset in ("darkzurich", "acdc"):
         kwargs["condition"] = cfg.condition or "night"
     if cfg.dataset != "darkzurich":
-        kwargs["with_labels"] = with_labels
+        kwargs["with_labels"] = True
     return cls(cfg.root, **kwargs)
 
 
