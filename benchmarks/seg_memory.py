@@ -4,7 +4,8 @@ For each step kind (``plain`` baseline step, ``darkener`` phase step, ``extracto
 without gradient checkpointing, it counts the tensor memory one training step needs at its peak:
 
 * **resident**: every tensor alive when the step starts — the weights and buffers of every module (model, EMA
-  target, BYOL heads, darkener), the gradients kept from the last step, the optimisers' state, the batch;
+  target, BYOL heads, darkener), any gradients still held (the engine frees them after each step), the
+  optimisers' state, the batch;
 * **transient peak**: the most memory the step allocates on top of that at any moment — activations saved for
   backward, gradients, recomputation under checkpointing — from the PyTorch profiler's allocation records
   (``profile_memory=True``), accumulated in time order at the granularity of single operators.

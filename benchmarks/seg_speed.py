@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from simmm.engine import Engine
+from simmm.engine import Engine, resolve_amp
 from simmm.recipe import recipe_from_dict
 from simmm.task import EvalSet
 from simmm.tasks.segmentation import Segmentation
@@ -176,9 +176,7 @@ def main() -> None:
     if args.size is None:
         args.size = [512, 1024] if args.device.startswith("cuda") else [128, 256]
     cuda = args.device.startswith("cuda")
-    amp = args.amp if cuda else "off"
-    if amp == "auto":
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "off"
+    amp = resolve_amp(args.amp, torch.device(args.device))
     setting = (f"{'cuda' if cuda else 'cpu'}_{args.backbone}_b{args.batch}_{args.size[0]}x{args.size[1]}_{amp}"
                + ("_cl" if args.channels_last else ""))
     torch.manual_seed(0)

@@ -23,11 +23,12 @@ after each optimiser step. The target is never wrapped in DDP and never given to
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .similarity import Feats, as_list, cosine
 
 __all__ = [
     "MLPHead",
@@ -40,9 +41,6 @@ __all__ = [
     "symmetric_byol_loss",
     "BYOLHeads",
 ]
-
-Feats = Union[Tensor, Sequence[Tensor]]
-
 
 class MLPHead(nn.Module):
     """``Linear(in, hidden) -> BatchNorm1d -> ReLU -> Linear(hidden, out)``.
@@ -183,9 +181,7 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """
     if p.shape != z.shape:
         raise ValueError(f"byol_loss: shapes differ, {tuple(p.shape)} vs {tuple(z.shape)}")
-    # bf16 heads under autocast: the cosine in float32 (float64 stays float64)
-    p, z = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in (p, z.detach()))
-    cos = (F.normalize(p, dim=-1) * F.normalize(z, dim=-1)).sum(dim=-1)
+    cos = cosine(p, z.detach(), dim=-1)
     return (2.0 - 2.0 * cos).mean()
 
 
@@ -195,10 +191,6 @@ def symmetric_byol_loss(p1: Tensor, z2: Tensor, p2: Tensor, z1: Tensor) -> Tenso
     The task's BYOL weight (SMM classification: 0.5 * 0.1) applies to this sum.
     """
     return byol_loss(p1, z2) + byol_loss(p2, z1)
-
-
-def _as_list(feats: Feats) -> List[Tensor]:
-    return [feats] if torch.is_tensor(feats) else list(feats)
 
 
 class BYOLHeads(nn.Module):
@@ -258,13 +250,13 @@ class BYOLHeads(nn.Module):
 
     def forward_online(self, feats: Feats) -> List[Tensor]:
         """Predictions ``p_m(q_m(f_m))``, one ``(B, out)`` tensor per map."""
-        feats = self._check(_as_list(feats))
+        feats = self._check(as_list(feats))
         return [pred(proj(f)) for f, proj, pred in zip(feats, self.projectors, self.predictors)]
 
     @torch.no_grad()
     def forward_target(self, feats: Feats) -> List[Tensor]:
         """Target projections ``q'_m(f_m)``, one ``(B, out)`` tensor per map, without graph."""
-        feats = self._check(_as_list(feats))
+        feats = self._check(as_list(feats))
         return [proj(f.detach()) for f, proj in zip(feats, self.target_projectors)]
 
     def forward(self, feats: Feats) -> List[Tensor]:

@@ -15,13 +15,13 @@ Each loss is a function and an :class:`torch.nn.Module`.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .exposure import expand_exposure
+from .similarity import Feats, as_list, cosine
 
 __all__ = [
     "feature_similarity",
@@ -37,13 +37,6 @@ __all__ = [
     "FlexibilityLoss",
     "DarkeningLoss",
 ]
-
-Feats = Union[Tensor, Sequence[Tensor]]
-
-
-def _as_list(feats: Feats) -> list:
-    return [feats] if torch.is_tensor(feats) else list(feats)
-
 
 def feature_similarity(feats_a: Feats, feats_b: Feats) -> Tensor:
     r"""Feature similarity ``L_D^sim`` (SMM Eq. for the darkening phase).
@@ -64,16 +57,14 @@ def feature_similarity(feats_a: Feats, feats_b: Feats) -> Tensor:
     Returns:
         Scalar in ``[-1, 1]``: mean cosine similarity, averaged over the maps.
     """
-    fa, fb = _as_list(feats_a), _as_list(feats_b)
+    fa, fb = as_list(feats_a), as_list(feats_b)
     if len(fa) != len(fb) or not fa:
         raise ValueError(f"feature_similarity: got {len(fa)} and {len(fb)} maps")
     total = None
     for a, b in zip(fa, fb):
         if a.shape != b.shape:
             raise ValueError(f"feature_similarity: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
-        # bf16 features under autocast: the cosine in float32 (float64 stays float64)
-        a, b = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in (a, b))
-        s = (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(dim=1).mean()
+        s = cosine(a, b, dim=1).mean()
         total = s if total is None else total + s
     return total / len(fa)
 

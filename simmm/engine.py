@@ -13,7 +13,6 @@ resume, the NaN/Inf guard and logging. The task adapter (:mod:`simmm.task`) owns
 """
 from __future__ import annotations
 
-import copy
 import math
 import signal
 from contextlib import nullcontext
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from simmm import dist
-from simmm.byol import update_momentum
+from simmm.byol import copy_as_target, update_momentum
 from simmm.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from simmm.darkening import DarkeningNet
 from simmm.darkening_losses import DarkeningLoss
@@ -36,6 +35,17 @@ from simmm.logger import RunLogger, write_json
 from simmm.recipe import PlayerConfig, Recipe, recipe_to_dict, save_recipe
 from simmm.seed import get_rng_state, seed_everything, set_rng_state
 from simmm.task import TaskAdapter, get_task
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast a recipe's ``amp`` means on ``device``: ``"bf16"``, ``"fp16"`` or ``"off"``. ``auto`` is bf16 on
+    a GPU that has it; on CPU it is always off (AMP is a CUDA feature here; CPU runs stay float32 and bitwise
+    repeatable)."""
+    if device.type != "cuda":
+        return "off"
+    if amp == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "off"
+    return amp
 
 
 # ------------------------------------------------------------------------------------------------ schedules
@@ -158,10 +168,10 @@ class Engine:
             self.model = self.model.to(memory_format=torch.channels_last)
         if recipe.init:
             self.load_weights(recipe.init, modules=("model",))
-        uses_darkener = "darkener" in active or ("extractor" in active and recipe.adapt.darkening == "learned")
+        learned = "extractor" in active and recipe.adapt.darkening == "learned"  # F trains on D's images
+        uses_darkener = "darkener" in active or learned
         d = recipe.darkener
-        if "extractor" in active and recipe.adapt.darkening == "learned" and "darkener" not in active \
-                and not d.checkpoint:
+        if learned and "darkener" not in active and not d.checkpoint:
             raise RecipeError("adapt.darkening is 'learned' but the darkener is neither trained in this run "
                               "(players.darkener.steps/epochs are 0) nor loaded (darkener.checkpoint is empty); "
                               "give one of them, or choose adapt.darkening: none, brightness or gamma")
@@ -175,8 +185,7 @@ class Engine:
         self.byol = self.target = None
         if "extractor" in active and recipe.adapt.byol_weight > 0:
             self.byol = self.adapter.build_byol_heads(self.model).to(self.device)
-            self.target = copy.deepcopy(self.model)
-            self.target.requires_grad_(False)
+            self.target = copy_as_target(self.model)
 
         self.players: dict[str, Player] = {}
         step_fns = {"day": self.day_step, "darkener": self.darkener_step, "extractor": self.extractor_step}
@@ -194,11 +203,7 @@ class Engine:
         for player in self.players.values():
             player.setup()
 
-        amp = recipe.amp
-        if amp == "auto":
-            amp = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
-        if amp != "off" and self.device.type != "cuda":
-            amp = "off"  # AMP is a CUDA feature here; CPU runs stay in float32 (and bitwise repeatable)
+        amp = resolve_amp(recipe.amp, self.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.global_step = 0
@@ -285,9 +290,11 @@ class Engine:
         exposure = sample_exposure(images.shape[0], lo, hi, device=images.device)
         with self._autocast():
             out = self.darkener(images, exposure)
-            with torch.no_grad():
-                day = self.adapter.forward(self.model, images, output=False).features
-            dark = self.adapter.forward(self.model, out.image, output=False).features
+            day = dark = None
+            if self.darkening_loss.weights["sim"]:  # F's features only feed L_D^sim (no_dsim ablation: skip F)
+                with torch.no_grad():
+                    day = self.adapter.forward(self.model, images, output=False).features
+                dark = self.adapter.forward(self.model, out.image, output=False).features
             loss, terms = self.darkening_loss(out, exposure, day, dark)
         return loss, terms
 
@@ -301,7 +308,7 @@ class Engine:
         with torch.no_grad():
             if kind == "learned":
                 with self._autocast():
-                    return self.darkener(images, exposure).image.float()
+                    return self.darkener(images, exposure).image  # float32: the maps are (DarkeningNet)
             return fixed_darkening(images, exposure, kind)
 
     def extractor_step(self, batch: dict):
@@ -617,8 +624,6 @@ def _recipe_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def _fmt(values: dict) -> str:
     return " ".join(f"{k}={float(v):.4g}" for k, v in values.items())
-
-
 
 
 def _in_main_thread() -> bool:
