@@ -292,3 +292,14 @@ def test_gradients_and_finished_optimisers_are_released(tmp_path):
     assert seen[4][1] == 0  # the darkener phase starts: the day optimiser is done, its state is gone
     assert set(engine._iters) == {"extractor"}  # and so are the batch streams of finished players
     assert seen[-1][1] == 0 and seen[-1][2] > 0
+
+
+def test_darkener_step_skips_the_model_when_the_similarity_weight_is_zero(tmp_path):
+    engine = Engine(tiny_recipe(tmp_path, darkener={"width": 4, "weights": {"sim": 0.0}},
+                                players={"darkener": {"steps": 2, "batch_size": 4}}, adapt={"darkening": "none"}))
+    calls = []
+    original = engine.adapter.forward
+    engine.adapter.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    engine._activate("darkener")
+    loss, terms = engine.darkener_step(engine._batches("darkener"))
+    assert calls == [] and float(terms["sim"]) == 0.0 and torch.isfinite(loss)
