@@ -138,10 +138,10 @@ class RefineNet(nn.Module):
         self.in_channels = [c1, c2, c3, c4]
         self.num_classes = int(num_classes)
         self.features = f
-        self.layer1_rn = nn.Conv2d(c1, f, 3, padding=1, bias=False)
-        self.layer2_rn = nn.Conv2d(c2, f, 3, padding=1, bias=False)
-        self.layer3_rn = nn.Conv2d(c3, f, 3, padding=1, bias=False)
-        self.layer4_rn = nn.Conv2d(c4, 2 * f, 3, padding=1, bias=False)
+        self.layer1_rn = _conv3x3(c1, f, bias=False)
+        self.layer2_rn = _conv3x3(c2, f, bias=False)
+        self.layer3_rn = _conv3x3(c3, f, bias=False)
+        self.layer4_rn = _conv3x3(c4, 2 * f, bias=False)
         self.refinenet4 = RefineNetBlock([2 * f], 2 * f, crp_blocks, output_rcus=output_rcus)
         self.refinenet3 = RefineNetBlock([2 * f, f], f, crp_blocks, output_rcus=output_rcus)
         self.refinenet2 = RefineNetBlock([f, f], f, crp_blocks, output_rcus=output_rcus)
