@@ -49,8 +49,8 @@ def resident_bytes(engine, batch_tensors=()) -> int:
             if p.grad is not None:
                 tensors.append(p.grad)
         tensors.extend(module.buffers())
-    for player in engine.players.values():
-        for state in player.optimizer.state.values():
+    for optimizer in engine.optimizers.values():
+        for state in optimizer.state.values():
             tensors.extend(v for v in state.values() if torch.is_tensor(v))
     storages = {}
     for t in tensors:
@@ -97,7 +97,7 @@ def measure(args, checkpointing: bool) -> dict:
             if name not in steps:
                 continue
             player = "day" if name == "plain" else name
-            engine._release_finished_players(next(i for i, s in enumerate(engine.plan) if s.player == player))
+            engine._release_finished_players(next(i for i, s in enumerate(engine.plan) if player in s.players))
             steps[name]()  # warm-up: the optimiser's state exists from the first step on
             start = time.perf_counter()
             resident = resident_bytes(engine, batch.values())

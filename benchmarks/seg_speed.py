@@ -83,11 +83,12 @@ def floor_step(engine: Engine, batch: dict) -> None:
     """Two views forward + backward, two target forwards, one darkening forward: nothing else."""
     model, adapter = engine.model, engine.adapter
     images = batch["image"]
-    optimizer = engine.players["extractor"].optimizer
+    optimizer = engine.optimizers["extractor"]
     with engine._autocast():  # the same precision as the engine's steps
         with torch.no_grad():
-            dark = engine.darkener(images, torch.full((images.shape[0],), 0.1, device=images.device)).image
-            adapter.forward(engine.target, images, output=False), adapter.forward(engine.target, dark, output=False)
+            dark = engine.method.darkener(images, torch.full((images.shape[0],), 0.1, device=images.device)).image
+            target = engine.method.target
+            adapter.forward(target, images, output=False), adapter.forward(target, dark, output=False)
         loss = adapter.task_loss(model(images), batch) + adapter.task_loss(model(dark), batch)
     engine.scaler.scale(loss).backward()
     engine.scaler.step(optimizer)
@@ -119,19 +120,16 @@ def timed(fn, args, sync) -> tuple[float, float, float]:
 
 def phase_steps(engine: Engine, args) -> tuple[dict, dict]:
     """One batch on the engine's device, and a callable per step kind (plain, darkener, extractor, floor) on it."""
-    batch = next(iter(torch.utils.data.DataLoader(engine.train_set, batch_size=args.batch)))
+    batch = next(iter(torch.utils.data.DataLoader(engine.adapter.train_dataset(), batch_size=args.batch)))
     batch = {k: v.to(engine.device) for k, v in batch.items()}
 
     def run(player):
         def step():
-            engine._activate(player)
-            loss, _ = engine.players[player].step_fn(batch)
-            engine._optimize(engine.players[player], loss)
-            engine._after_step(player)
+            engine.run_step(player, {stream: batch for stream in engine.players[player].streams})
         return step
 
     def floor():
-        engine._activate("extractor")
+        engine._activate(next(p for p in engine.plan if "extractor" in p.players))
         floor_step(engine, batch)
 
     steps = {"plain": run("day"), "darkener": run("darkener"), "extractor": run("extractor"), "floor": floor}

@@ -5,14 +5,16 @@ Similarity min-max (zero-shot day→night adaptation with a learned darkening mo
 """
 from simmm.errors import CheckpointError, DataError, RecipeError, SimmmError
 from simmm.recipe import Recipe, load_recipe
-from simmm.task import EvalSet, Forward, TaskAdapter, register_task
+from simmm.method import Method, Phase, Player, Stream, register_method
+from simmm.task import EvalSet, Forward, TaskAdapter, TaskNet, register_task
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "DataError", "RecipeError", "SimmmError",
     "Recipe", "load_recipe",
-    "EvalSet", "Forward", "TaskAdapter", "register_task",
+    "Method", "Phase", "Player", "Stream", "register_method",
+    "EvalSet", "Forward", "TaskAdapter", "TaskNet", "register_task",
     "Engine",
 ]
 

@@ -259,8 +259,11 @@ class BYOLHeads(nn.Module):
         feats = self._check(as_list(feats))
         return [proj(f.detach()) for f, proj in zip(feats, self.target_projectors)]
 
-    def forward(self, feats: Feats) -> List[Tensor]:
-        return self.forward_online(feats)
+    def forward(self, feats_day: Feats, feats_dark: Feats, target_feats_day: Optional[Feats] = None,
+                target_feats_dark: Optional[Feats] = None) -> Tensor:
+        """The loss (:meth:`loss`): calling the module is what lets ``DistributedDataParallel`` synchronise the
+        heads' gradients."""
+        return self.loss(feats_day, feats_dark, target_feats_day, target_feats_dark)
 
     def loss(self, feats_day: Feats, feats_dark: Feats, target_feats_day: Optional[Feats] = None,
              target_feats_dark: Optional[Feats] = None) -> Tensor:

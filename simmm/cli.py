@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # a torchrun process leaves its process group cleanly
+            from simmm import dist
+
+            dist.destroy()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,13 +144,16 @@ def _load(args):
 
 
 def cmd_train(args) -> int:
+    from simmm import dist
     from simmm.engine import Engine
-    from simmm.report import write_report
+    from simmm.report import print_report
 
     recipe = _load(args)
     engine = Engine(recipe)
     engine.fit(resume=args.resume)
-    write_report(engine)
+    print_report(engine.history, recipe.name)
+    if (engine.run_dir / "darkening.png").exists() and dist.is_main():
+        print(f"darkening grid: {engine.run_dir / 'darkening.png'}")
     return 0
 
 
@@ -186,7 +194,8 @@ def cmd_darken(args) -> int:
         return 0
     from simmm.checkpoint import load_checkpoint
     from simmm.darkening import DarkeningNet
-    from simmm.recipe import DarkenerConfig, build
+    from simmm.methods.smm import DarkenerConfig
+    from simmm.recipe import build
 
     state = load_checkpoint(args.checkpoint)
     if "darkener" not in state.get("modules", {}):

@@ -50,89 +50,18 @@ class PlayerConfig:
     power: float = 0.9
 
     def check(self, path: str) -> None:
-        _positive(self.batch_size, f"{path}.batch_size")
-        _non_negative(self.steps, f"{path}.steps")
-        _non_negative(self.epochs, f"{path}.epochs")
+        positive(self.batch_size, f"{path}.batch_size")
+        non_negative(self.steps, f"{path}.steps")
+        non_negative(self.epochs, f"{path}.epochs")
         if self.steps and self.epochs:
             raise RecipeError(f"{path}: give either steps ({self.steps}) or epochs ({self.epochs}), not both")
-        _positive(self.lr, f"{path}.lr")
-        _non_negative(self.weight_decay, f"{path}.weight_decay")
+        positive(self.lr, f"{path}.lr")
+        non_negative(self.weight_decay, f"{path}.weight_decay")
         if self.clip_grad_norm is not None:
-            _positive(self.clip_grad_norm, f"{path}.clip_grad_norm")
+            positive(self.clip_grad_norm, f"{path}.clip_grad_norm")
         for i, m in enumerate(self.milestones):
             if not 0.0 < m < 1.0:
                 raise RecipeError(f"{path}.milestones[{i}]: got {m}; expected a fraction of the phase in (0, 1)")
-
-
-@dataclass
-class CompoundExposureConfig:
-    """Compound exposure E' used when D generates training views for F (SMM paper Eq. 13)."""
-
-    base: tuple[float, float] = (0.0, 0.2)
-    pixel_std: float = 0.025
-    patch_std: float = 0.025
-    patch_scale: int = 16
-
-
-@dataclass
-class DarkenerLossWeights:
-    """Weights of the darkening objective: L_D^sim and the regularisers R_D (DESIGN §4.2)."""
-
-    sim: float = 0.1
-    exposure: float = 10.0
-    color: float = 25.0
-    tv: float = 1600.0
-    flex: float = 5.0
-
-
-@dataclass
-class DarkenerConfig:
-    """The darkening module D, its exposure sampling and its losses.
-
-    ``train_size`` [H, W]: D's phase resizes its training views to this size (the SMM paper trains D on
-    Cityscapes at 256×512 while F sees 384×768 crops); empty: the views as they come.
-    """
-
-    width: int = 64
-    mapping: Literal["code", "paper"] = "code"
-    iterations: int = 8
-    map_scale: float = 1.0
-    exposure_range: tuple[float, float] = (0.0, 0.5)
-    exposure_norm: Literal["l2", "l1"] = "l2"
-    tv_alpha: float = 0.02
-    weights: DarkenerLossWeights = field(default_factory=DarkenerLossWeights)
-    compound: CompoundExposureConfig = field(default_factory=CompoundExposureConfig)
-    train_size: list[int] = field(default_factory=list)
-    checkpoint: str = ""
-
-    def check(self, path: str) -> None:
-        _positive(self.width, f"{path}.width")
-        _positive(self.iterations, f"{path}.iterations")
-        if not 0.0 < self.map_scale <= 1.0:
-            raise RecipeError(f"{path}.map_scale: got {self.map_scale}; expected a value in (0, 1]")
-        lo, hi = self.exposure_range
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise RecipeError(f"{path}.exposure_range: got {list(self.exposure_range)}; expected 0 <= low <= high <= 1")
-        if self.train_size and (len(self.train_size) != 2 or min(self.train_size) <= 0):
-            raise RecipeError(f"{path}.train_size: got {self.train_size}; expected [height, width] or [] (the "
-                              "training views' size)")
-
-
-@dataclass
-class AdaptConfig:
-    """The feature-extractor phase of SMM (DESIGN §4.3): BYOL and task-loss weights, augmentation."""
-
-    byol_weight: float = 0.05
-    momentum: float = 0.99
-    day_task_weight: float = 1.0
-    dark_task_weight: float = 1.0
-    color_jitter: float = 0.3
-    darkening: Literal["learned", "none", "brightness", "gamma"] = "learned"
-
-    def check(self, path: str) -> None:
-        if not 0.0 <= self.momentum < 1.0:
-            raise RecipeError(f"{path}.momentum: got {self.momentum}; expected a value in [0, 1)")
-        _non_negative(self.byol_weight, f"{path}.byol_weight")
 
 
 @dataclass
@@ -157,55 +86,39 @@ class CheckpointConfig:
 
 @dataclass
 class Recipe:
-    """A whole run. ``model`` and ``data`` are the task adapter's own dataclasses."""
+    """A whole run. ``model`` and ``data`` are the task adapter's own dataclasses; ``options`` is the method's (its
+    fields are top-level sections of the YAML file: SMM's ``darkener:``, ``adapt:``, ``schedule:``, ``cycle:``)."""
 
     name: str = "run"
     task: str = "classification"
+    method: str = "smm"
     seed: int = 0
     output_dir: str = "runs/{name}"
     device: str = "auto"
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = False
+    sync_bn: bool = False
     num_workers: int = 0
     init: str = ""
     model: Any = None
     data: Any = None
-    darkener: DarkenerConfig = field(default_factory=DarkenerConfig)
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    options: Any = None
     players: dict[str, PlayerConfig] = field(default_factory=dict)
-    schedule: Literal["two_stage", "alternating"] = "two_stage"
-    cycle: dict[str, int] = field(default_factory=lambda: {"darkener": 100, "extractor": 100})
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     max_bad_steps: int = 10
 
-    PLAYERS = ("day", "darkener", "extractor")
-
     def check(self, path: str = "") -> None:
-        for name in self.players:
-            if name not in self.PLAYERS:
-                raise RecipeError(f"players.{name}: unknown player; allowed: {', '.join(self.PLAYERS)}")
-        for name in self.cycle:
-            if name not in ("darkener", "extractor"):
-                raise RecipeError(f"cycle.{name}: unknown player; allowed: darkener, extractor")
-            _positive(self.cycle[name], f"cycle.{name}")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise RecipeError(f"device: got {self.device!r}; expected auto, cpu, cuda or cuda:N")
-        _non_negative(self.num_workers, "num_workers")
-        _positive(self.max_bad_steps, "max_bad_steps")
+        non_negative(self.num_workers, "num_workers")
+        positive(self.max_bad_steps, "max_bad_steps")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir.format(name=self.name))
 
-
-# The SMM papers' optimiser settings; a recipe's ``players:`` section is merged over these.
-DEFAULT_PLAYERS = {
-    "day": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-5, "batch_size": 32},
-    "darkener": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-4, "clip_grad_norm": 0.1, "batch_size": 16},
-    "extractor": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-5, "batch_size": 32},
-}
 
 # --------------------------------------------------------------------------------------------------- loading
 
@@ -276,27 +189,59 @@ def apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-def recipe_from_dict(raw: dict, schemas: Optional[dict] = None, source: str = "recipe") -> Recipe:
-    """Validate a merged recipe mapping into a :class:`Recipe`."""
-    raw = merge({"players": DEFAULT_PLAYERS}, raw)
+def recipe_from_dict(raw: dict, schemas: Optional[dict] = None, source: str = "recipe",
+                     methods: Optional[dict] = None) -> Recipe:
+    """Validate a merged recipe mapping into a :class:`Recipe`.
+
+    The task (``task:``) owns the ``model:`` and ``data:`` sections; the method (``method:``, default ``smm``) owns
+    the top-level sections named by the fields of its ``config`` dataclass, and the player names of ``players:``
+    (its defaults are merged under the recipe's). ``schemas``: task name -> (model config, data config);
+    ``methods``: method name -> method class; both default to what is registered.
+    """
+    raw = dict(raw)
     raw.pop("base", None)
     if schemas is None:
         from simmm.task import task_schemas
 
         schemas = task_schemas()
+    if methods is None:
+        from simmm.method import method_schemas
+
+        methods = method_schemas()
     task = raw.get("task", Recipe.task)
     if task not in schemas:
         raise RecipeError(f"task: got {task!r}; expected one of {', '.join(sorted(schemas)) or '(none registered)'}")
-    model_cls, data_cls = schemas[task]
+    method = raw.get("method", Recipe.method)
+    if method not in methods:
+        raise RecipeError(f"method: got {method!r}; expected one of {', '.join(sorted(methods)) or '(none)'}")
+    method_cls = methods[method]
+    option_names = [f.name for f in dataclasses.fields(method_cls.config)]
+    top = [f.name for f in dataclasses.fields(Recipe) if f.name != "options"] + option_names
+    for key in raw:
+        if key not in top:
+            raise RecipeError(f"{key}: unknown key{_did_you_mean(str(key), top)}; allowed keys here: "
+                              f"{', '.join(sorted(top))}")
+    players_raw = raw.pop("players", {}) or {}
+    if not isinstance(players_raw, dict):
+        raise RecipeError(f"players: expected a mapping of player name to settings, got {players_raw!r}")
+    allowed = method_cls.players_defaults
+    for name in players_raw:
+        if name not in allowed:
+            raise RecipeError(f"players.{name}: unknown player of method {method!r}; "
+                              f"allowed: {', '.join(allowed)}")
+    players = merge({k: v for k, v in allowed.items()}, players_raw)
+    options_raw = {key: raw.pop(key) for key in option_names if key in raw}
     model_raw, data_raw = raw.pop("model", {}) or {}, raw.pop("data", {}) or {}
-    recipe = build(Recipe, raw, "")
-    recipe.model = build(model_cls, model_raw, "model")
-    recipe.data = build(data_cls, data_raw, "data")
+    recipe = build(Recipe, {**raw, "players": players}, "")
+    recipe.model = build(schemas[task][0], model_raw, "model")
+    recipe.data = build(schemas[task][1], data_raw, "data")
+    recipe.options = build(method_cls.config, options_raw, "")
     return recipe
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
-    """Plain mapping of a recipe (what ``config.yaml`` of a run holds)."""
+    """Plain mapping of a recipe (what ``config.yaml`` of a run holds); the method's sections are top-level keys,
+    as in the YAML file."""
     def plain(value):
         if dataclasses.is_dataclass(value):
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -306,7 +251,13 @@ def recipe_to_dict(recipe: Recipe) -> dict:
             return [plain(v) for v in value]
         return value
 
-    return plain(recipe)
+    out = {}
+    for f in dataclasses.fields(recipe):
+        if f.name == "options":
+            out.update(plain(recipe.options) if recipe.options is not None else {})
+        else:
+            out[f.name] = plain(getattr(recipe, f.name))
+    return out
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
@@ -330,9 +281,8 @@ def build(cls, raw: Any, path: str):
     for key, value in raw.items():
         full = f"{path}.{key}" if path else str(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), sorted(names), n=3)
-            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            raise RecipeError(f"{full}: unknown key{hint}; allowed keys here: {', '.join(sorted(names))}")
+            raise RecipeError(f"{full}: unknown key{_did_you_mean(str(key), names)}; allowed keys here: "
+                              f"{', '.join(sorted(names))}")
         kwargs[key] = convert(value, hints[key], full)
     obj = cls(**kwargs)
     if hasattr(obj, "check"):
@@ -404,6 +354,11 @@ def convert(value: Any, tp: Any, path: str):
     raise TypeError(f"recipe schema: unsupported annotation {tp!r} at {path}")
 
 
+def _did_you_mean(key: str, names) -> str:
+    close = difflib.get_close_matches(key, sorted(names), n=3)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def _describe(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (Union, types.UnionType):
@@ -415,11 +370,13 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _positive(value, path: str) -> None:
+def positive(value, path: str) -> None:
+    """Fail unless ``value`` > 0, naming the recipe key ``path``."""
     if value <= 0:
         raise RecipeError(f"{path}: got {value}; expected a value > 0")
 
 
-def _non_negative(value, path: str) -> None:
+def non_negative(value, path: str) -> None:
+    """Fail unless ``value`` >= 0, naming the recipe key ``path``."""
     if value < 0:
         raise RecipeError(f"{path}: got {value}; expected a value >= 0")

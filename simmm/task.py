@@ -59,6 +59,20 @@ class Forward(NamedTuple):
     output: Optional[torch.Tensor]
 
 
+class TaskNet(nn.Module):
+    """A task's forward pass as a module: ``TaskNet(task, model)(images, output=True)`` is
+    ``task.forward(model, images, output)``. Methods train through it, so that a distributed run can wrap it in
+    ``DistributedDataParallel`` whatever the task's forward calls on the model. Its parameters are the model's."""
+
+    def __init__(self, task: "TaskAdapter", model: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+        self.model = model
+
+    def forward(self, images: torch.Tensor, output: bool = True) -> Forward:
+        return self.task.forward(self.model, images, output)
+
+
 @dataclass
 class EmptyConfig:
     """A config section a task does not use."""

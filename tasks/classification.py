@@ -67,7 +67,8 @@ class ClassificationDataConfig:
 
     ``kind``: ``codan`` (ROOT/{train,test_day,test_night}/<Class>/, the ten CODaN classes in the paper's
     order), ``folder`` (any ImageFolder tree; classes sorted, or as listed), ``photos`` (the embedded demo).
-    ``eval_splits`` maps an evaluation set name (``day_test``) to a split folder (``test_day``).
+    ``eval_splits`` maps an evaluation set name (``day_test``) to a split folder (``test_day``). ``color_jitter``:
+    brightness, contrast and saturation jitter of training views (after darkening, in SMM), drawn per view.
     """
 
     kind: Literal["codan", "folder", "photos"] = "folder"
@@ -80,6 +81,7 @@ class ClassificationDataConfig:
     eval_resize: int = 0
     crop_scale: tuple[float, float] = (0.5, 1.0)
     hflip: bool = True
+    color_jitter: float = 0.3
     adabn: bool = False
     night_sim: NightSimConfig = field(default_factory=NightSimConfig)
     photos: PhotoDemoConfig = field(default_factory=PhotoDemoConfig)
@@ -144,7 +146,7 @@ class Classification(TaskAdapter):
             K.RandomResizedCrop((d.image_size, d.image_size), scale=d.crop_scale),
             K.RandomHorizontalFlip(p=0.5 if d.hflip else 0.0),
         )
-        j = recipe.adapt.color_jitter
+        j = recipe.data.color_jitter
         self.jitter = K.ColorJitter(j, j, j, 0.0, p=1.0) if j > 0 else None
 
     def _classes(self) -> list[str]:

@@ -78,6 +78,7 @@ class SegmentationDataConfig:
     crop: tuple[int, int] = (384, 768)
     scale: tuple[float, float] = (0.7, 1.3)
     hflip: bool = True
+    color_jitter: float = 0.3
     blur: float = 0.5
     cutout: float = 0.5
     inference: Literal["whole", "sliding"] = "whole"
@@ -127,7 +128,7 @@ class Segmentation(TaskAdapter):
     def __init__(self, recipe) -> None:
         super().__init__(recipe)
         self.cfg: SegmentationDataConfig = recipe.data
-        j = recipe.adapt.color_jitter
+        j = recipe.data.color_jitter
         self.jitter = K.ColorJitter(j, j, j, 0.0, p=1.0) if j > 0 else None
         self.erase = K.RandomErasing(p=self.cfg.cutout, scale=(0.02, 0.1), value=0.0)
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from simmm.byol import BYOLHeads
 from simmm.checkpoint import load_checkpoint
-from simmm.engine import BadStepsError, Engine, lr_lambda, plan_schedule
+from simmm.engine import BadStepsError, Engine, lr_lambda
+from simmm.methods.smm import plan_schedule
 from simmm.errors import CheckpointError, SimmmError
 from simmm.recipe import PlayerConfig, recipe_from_dict
 from simmm.task import EvalSet, Forward, TaskAdapter, register_task
@@ -121,11 +122,12 @@ def final_state(engine):
 def test_plan_schedules():
     steps = {"day": 2, "darkener": 5, "extractor": 7}
     two = plan_schedule("two_stage", steps, {})
-    assert [(s.player, s.steps) for s in two] == [("day", 2), ("darkener", 5), ("extractor", 7)]
+    assert [(s.players, s.steps, s.evaluate) for s in two] == [(("day",), 2, True), (("darkener",), 5, False),
+                                                               (("extractor",), 7, True)]
     alt = plan_schedule("alternating", steps, {"darkener": 2, "extractor": 3})
-    assert [(s.player, s.steps) for s in alt] == [("day", 2), ("darkener", 2), ("extractor", 3), ("darkener", 2),
-                                                 ("extractor", 3), ("darkener", 1), ("extractor", 1)]
-    assert sum(s.steps for s in alt if s.player == "darkener") == 5
+    assert [(s.name, s.steps) for s in alt] == [("day", 2), ("darkener", 2), ("extractor", 3), ("darkener", 2),
+                                               ("extractor", 3), ("darkener", 1), ("extractor", 1)]
+    assert sum(s.steps for s in alt if s.name == "darkener") == 5
 
 
 def test_lr_schedules():
@@ -138,7 +140,7 @@ def test_lr_schedules():
 
 def test_two_stage_freezes_the_other_player(tmp_path):
     engine = Engine(tiny_recipe(tmp_path))
-    darkener_before = {k: v.clone() for k, v in engine.darkener.state_dict().items()}
+    darkener_before = {k: v.clone() for k, v in engine.method.darkener.state_dict().items()}
     model_seen = {}
 
     def spy(eng, step):
@@ -146,10 +148,10 @@ def test_two_stage_freezes_the_other_player(tmp_path):
             model_seen.update({k: v.clone() for k, v in eng.model.state_dict().items()})
         if step == 7:  # end of the darkener phase: the model has not moved, D has
             assert all(torch.equal(v, eng.model.state_dict()[k]) for k, v in model_seen.items())
-            assert not all(torch.equal(v, eng.darkener.state_dict()[k]) for k, v in darkener_before.items())
+            assert not all(torch.equal(v, eng.method.darkener.state_dict()[k]) for k, v in darkener_before.items())
             assert not any(p.requires_grad for p in eng.model.parameters())
         if step == 8:  # extractor phase: D frozen in eval mode
-            assert not eng.darkener.training and not any(p.requires_grad for p in eng.darkener.parameters())
+            assert not eng.method.darkener.training and not any(p.requires_grad for p in eng.method.darkener.parameters())
 
     engine.callbacks.append(spy)
     metrics = engine.fit()
@@ -246,7 +248,7 @@ def test_alternating_and_fixed_darkening(tmp_path):
     fixed = Engine(tiny_recipe(tmp_path / "gamma", adapt={"darkening": "gamma"},
                                players={"day": {"steps": 2, "batch_size": 4}, "extractor": {"steps": 2,
                                                                                              "batch_size": 4}}))
-    assert fixed.darkener is None
+    assert fixed.method.darkener is None
     fixed.fit()
 
 
@@ -258,7 +260,7 @@ def test_byol_target_starts_from_the_model_entering_adaptation(tmp_path):
         if step == 7:  # last darkener step: the model is the trained day model
             seen["model"] = {k: v.clone() for k, v in eng.model.state_dict().items()}
         if step == 8:  # first extractor step: target = 0.99 * day model + 0.01 * model after one step
-            for k, v in eng.target.state_dict().items():
+            for k, v in eng.method.target.state_dict().items():
                 if v.is_floating_point() and "running" not in k:
                     expected = 0.99 * seen["model"][k] + 0.01 * eng.model.state_dict()[k]
                     assert torch.allclose(v, expected, atol=1e-6), k
@@ -283,7 +285,7 @@ def test_gradients_and_finished_optimisers_are_released(tmp_path):
 
     def spy(eng, step):
         assert all(p.grad is None for m in eng.modules().values() for p in m.parameters()), step
-        seen.append((step, len(eng.players["day"].optimizer.state), len(eng.players["extractor"].optimizer.state)))
+        seen.append((step, len(eng.optimizers["day"].state), len(eng.optimizers["extractor"].state)))
 
     engine.callbacks.append(spy)
     engine.fit()
@@ -300,6 +302,7 @@ def test_darkener_step_skips_the_model_when_the_similarity_weight_is_zero(tmp_pa
     calls = []
     original = engine.adapter.forward
     engine.adapter.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
-    engine._activate("darkener")
-    loss, terms = engine.darkener_step(engine._batches("darkener"))
+    engine._activate(engine.plan[0])
+    loss, terms = engine.method.darkener_step({"darkener": engine._batch("darkener")},
+                                              engine.players["darkener"].modules)
     assert calls == [] and float(terms["sim"]) == 0.0 and torch.isfinite(loss)

@@ -101,7 +101,7 @@ def test_round_trip_through_plain_dict():
     plain = recipe_to_dict(r)
     again = recipe_from_dict(plain, schemas=SCHEMAS)
     assert recipe_to_dict(again) == plain
-    assert again.darkener.exposure_range == (0.1, 0.3)
+    assert again.options.darkener.exposure_range == (0.1, 0.3)
 
 
 def test_shipped_recipes_validate():

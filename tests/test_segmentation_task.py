@@ -54,7 +54,8 @@ def test_smm_smoke_run_end_to_end(tmp_path):
         assert name in metrics
     assert 0.0 <= metrics["cs_val/mIoU"] <= 100.0
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
-    assert len(engine.byol) == 4  # one BYOL head per encoder stage
+    assert len(engine.method.byol) == 4  # one BYOL head per encoder stage
+    assert (tmp_path / "run" / "report.json").exists() and (tmp_path / "run" / "darkening.png").exists()
 
 
 def test_sliding_inference_option(tmp_path):
@@ -114,14 +115,15 @@ def test_bf16_autocast_steps_give_float32_losses_close_to_float32(tmp_path):
     """The engine's AMP path, on CPU: every player's loss terms under bf16 autocast are float32 and within 2% of
     the float32 step's (similarities and BYOL cosines are taken in float32; only the networks run in bf16)."""
     engine = Engine(smoke_recipe(tmp_path))
-    for player in ("day", "darkener", "extractor"):
-        engine._activate(player)
-        batch = engine._batches(player)
+    for phase in engine.plan:
+        engine._activate(phase)
+        player = engine.players[phase.name]
+        batches = {stream: engine._batch(stream) for stream in player.streams}
         results = {}
         for dtype in (None, torch.bfloat16):
             engine.amp_dtype = dtype
             torch.manual_seed(1)  # the same exposures, augmentations and cutouts for both
-            loss, terms = engine.players[player].step_fn(batch)
+            loss, terms = player.step(batches, player.modules)
             assert loss.dtype == torch.float32 and all(t.dtype == torch.float32 for t in terms.values()), player
             results[dtype] = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
         for name, value in results[None].items():
