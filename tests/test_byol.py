@@ -54,7 +54,7 @@ def test_head_shapes():
     assert len(vec) == 1
     assert vec.forward_online(torch.randn(4, 512))[0].shape == (4, 128)
     assert vec.predictors[0].layers[0].in_features == 128
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got 3 feature maps, built for 4"):
         heads.forward_online(feats[:3])
 
 
@@ -80,7 +80,7 @@ def test_update_momentum_formula():
     # buffers copied
     for be, bo in zip(ema.buffers(), online.buffers()):
         assert torch.equal(be, bo)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"update_momentum: models differ \(4 vs 2 parameters\)"):
         update_momentum(online, nn.Linear(3, 2), 0.9)
 
 

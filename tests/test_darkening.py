@@ -194,7 +194,7 @@ def test_darken_clamps_and_module_form():
     B = torch.full((1, 3, 2, 2), 0.95)
     out = Darken()(image, A, B)  # y/B = 1/0.95 > 1 before clamping
     assert out.max() == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"mapping must be one of \('code', 'paper'\), got 'nope'"):
         darken(image, A, B, mapping="nope")
 
 
@@ -231,7 +231,7 @@ def test_map_scale_low_res_maps_and_backward():
     assert out.A.shape == out.B.shape == (2, 3, 8, 6)
     (out.image.mean() + out.A.mean() + out.B.mean()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"map_scale must be in \(0, 1\], got 0.0"):
         DarkeningNet(map_scale=0.0)
 
 
@@ -248,7 +248,7 @@ def test_checkpoint_curve_same_gradients():
 
 
 def test_bad_input_shape():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expects an RGB batch \(B, 3, H, W\), got shape \(1, 1, 4, 4\)"):
         DarkeningNet(width=4)(torch.rand(1, 1, 4, 4), 0.2)
 
 

@@ -40,7 +40,7 @@ def test_feature_similarity_hand_values():
     assert FeatureSimilarity()([va, ma], [vb, mb]).item() == pytest.approx((0.96 + 0.48) / 2)
     assert feature_similarity(ma, ma).item() == pytest.approx(1.0)
     assert feature_similarity(ma, -ma).item() == pytest.approx(-1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="feature_similarity: got 1 and 2 maps"):
         feature_similarity([va], [vb, vb])
 
 
@@ -54,7 +54,7 @@ def test_exposure_loss_hand_values():
     e = torch.tensor([[[[0.3, 0.3], [0.4, 0.3]]]], dtype=D)
     assert exposure_loss(img, e).item() == pytest.approx(0.01 / 4)
     assert exposure_loss(img, e, norm="l1").item() == pytest.approx(0.1 / 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="norm must be 'l1' or 'l2', got 'l3'"):
         exposure_loss(img, 0.2, norm="l3")
 
 
@@ -183,7 +183,7 @@ def test_darkening_loss_weighted_sum():
     total2, terms2 = DarkeningLoss(sim=0.0, exposure=1, color=0, tv=0, flex=1, exposure_norm="l1")(out, e)
     assert terms2["sim"].item() == 0.0 and terms2["color"].item() == 0.0
     assert total2.item() == pytest.approx(0.075 + 0.025)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="feats_day and feats_dark are needed when the sim weight is > 0"):
         DarkeningLoss()(out, e)
 
 

@@ -92,9 +92,9 @@ def test_window_starts():
     assert sliding_window_starts(8, 4, 4) == [0, 4]
     assert sliding_window_starts(3, 4, 2) == [0]  # smaller than the crop: one (padded) window
     assert sliding_window_starts(4, 4, 1) == [0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="stride 5 > crop 4 would leave pixels uncovered"):
         sliding_window_starts(10, 4, 5)  # stride > crop would leave gaps
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="crop and stride must be positive, got crop=4, stride=0"):
         sliding_window_starts(10, 4, 0)
 
 
@@ -248,7 +248,7 @@ def test_model_output_containers_and_checks(images):
     torch.testing.assert_close(predict_whole(lambda x: (model(x), None), images), ref)
     with pytest.raises(ValueError, match="num_classes"):
         predict_sliding(model, images, C + 1, crop=16, stride=8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"images must be a \(B, 3, H, W\) tensor, got \(3, 37, 53\)"):
         predict_whole(model, images[0])  # not batched
     with pytest.raises(ValueError, match="reflect"):
         predict_sliding(model, images, C, crop=(80, 80), stride=(40, 40), pad_mode="reflect")

@@ -228,7 +228,7 @@ def test_format_iou_table_and_text():
     assert lines[0].split() == ["class", "IoU"]
     assert lines[2].split() == ["road", "50.00"] and lines[3].split() == ["wall", "n/a"]
     assert lines[-1].split() == ["mean", "37.50"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2 IoU values but 1 class names"):
         format_iou_text([1.0, 2.0], ["one"])
     r = ConfusionMatrix(19).compute()
     assert format_iou_table(r["per_class_iou"], CITYSCAPES_CLASSES).row_count == 19
@@ -309,7 +309,7 @@ def test_mean_average_precision_from_scores():
     assert (r["recall@1"], r["recall@2"], r["recall@3"]) == pytest.approx((0.0, 50.0, 100.0))
     # ranks as ragged lists give the same
     assert mean_average_precision([[0, 2, 1], [2, 0, 1]], gnd, ks=(1, 2, 3)) == r
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give exactly one of ranks= or scores="):
         mean_average_precision(gnd=gnd)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 rankings but 2 ground-truth entries"):
         mean_average_precision([[0, 1]], gnd)
