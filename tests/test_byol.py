@@ -54,7 +54,7 @@ def test_head_shapes():
     assert len(vec) == 1
     assert vec.forward_online(torch.randn(4, 512))[0].shape == (4, 128)
     assert vec.predictors[0].layers[0].in_features == 128
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got 3 feature maps, built for 4"):
         heads.forward_online(feats[:3])
 
 
@@ -80,7 +80,7 @@ def test_update_momentum_formula():
     # buffers copied
     for be, bo in zip(ema.buffers(), online.buffers()):
         assert torch.equal(be, bo)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"update_momentum: models differ \(4 vs 2 parameters\)"):
         update_momentum(online, nn.Linear(3, 2), 0.9)
 
 
@@ -112,13 +112,27 @@ def test_heads_loss_gradient_only_online():
     assert all(p.grad is None for p in heads.target_projectors.parameters())
     assert all(f.grad is not None for f in fd + fn)
     assert all(f.grad is None for f in td + tn)
-    # the loss is the mean over maps of the symmetric loss
-    with torch.no_grad():
-        heads.eval()
-        p_d, p_n = heads.forward_online(fd), heads.forward_online(fn)
-        z_d, z_n = heads.forward_target(td), heads.forward_target(tn)
-        want = sum(symmetric_byol_loss(a, zn, b, zd) for a, b, zd, zn in zip(p_d, p_n, z_d, z_n)) / 2
-        torch.testing.assert_close(heads.loss(fd, fn, td, tn), want)
+
+
+def test_heads_loss_hand_values():
+    """Identity projectors and predictors: the loss is the mean over maps of L(f_day, f'_dark) + L(f_dark,
+    f'_day), L = mean over the batch of 2 - 2 cos. Hand values (cosines per sample):
+      map 1: day (1,0),(0,2)  dark (0,3),(0,1)  target day (2,0),(0,1)  target dark (0,1),(0,5)
+             L(day, t_dark): cos 0, 1 -> (2 + 0)/2 = 1;  L(dark, t_day): cos 0, 1 -> 1;   sum 2
+      map 2: day (1,0),(1,0)  dark (-1,0),(1,0)  target day (3,0),(1,0)  target dark (-1,0),(2,0)
+             L(day, t_dark): cos -1, 1 -> (4 + 0)/2 = 2;  L(dark, t_day): cos -1, 1 -> 2;  sum 4
+      mean over the 2 maps: 3.  (Pairing a view with its own target would give 0 for map 1.)"""
+    heads = BYOLHeads([nn.Identity(), nn.Identity()], [nn.Identity(), nn.Identity()])
+    t = torch.tensor
+    day = [t([[1.0, 0.0], [0.0, 2.0]]), t([[1.0, 0.0], [1.0, 0.0]])]
+    dark = [t([[0.0, 3.0], [0.0, 1.0]]), t([[-1.0, 0.0], [1.0, 0.0]])]
+    t_day = [t([[2.0, 0.0], [0.0, 1.0]]), t([[3.0, 0.0], [1.0, 0.0]])]
+    t_dark = [t([[0.0, 1.0], [0.0, 5.0]]), t([[-1.0, 0.0], [2.0, 0.0]])]
+    assert heads.loss(day, dark, t_day, t_dark).item() == pytest.approx(3.0)
+    # without target features the online ones stand in: map 1 cos 0, 1 both ways -> 2; map 2 cos -1, 1 -> 4
+    assert heads.loss(day, dark).item() == pytest.approx(3.0)
+    one_map = BYOLHeads([nn.Identity()], [nn.Identity()])
+    assert one_map.loss(day[:1], dark[:1], t_day[:1], t_dark[:1]).item() == pytest.approx(2.0)
 
 
 def test_heads_update_target_and_state_dict():

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -55,6 +57,115 @@ def test_darken_hand_value():
     assert darken(image, A, B, "paper", iterations=1).item() == pytest.approx((x + 0.5 * (x * x - x)) * 0.9)
 
 
+# Hand-worked values of both mapping forms, 2 iterations. A = 1, 0, -1 per channel give closed forms:
+#   A = 1:  h(x) = x^2,  twice -> x^4;    A = 0: h(x) = x;    A = -1: h(x) = 2x - x^2 = 1 - (1 - x)^2, twice
+#   -> 1 - (1 - x)^4.  code: D = f(B I) / B;  paper: D = f(I / B) B;  then clamp to [0, 1].
+# Four pixels (I, B): (0.5, 0.8), (0.8, 0.5), (0.2, 1.0), (1.0, 0.5).
+_PIXELS_I = [0.5, 0.8, 0.2, 1.0]
+_PIXELS_B = [0.8, 0.5, 1.0, 0.5]
+_HAND = {
+    # code, A = 1: 0.4^4/0.8 = 0.032, 0.4^4/0.5 = 0.0512, 0.2^4/1 = 0.0016, 0.5^4/0.5 = 0.125
+    # code, A = -1: (1 - 0.6^4)/0.8 = 1.088 -> 1, 0.8704/0.5 -> 1, 1 - 0.8^4 = 0.5904, 0.9375/0.5 -> 1
+    "code": [[0.032, 0.0512, 0.0016, 0.125], _PIXELS_I, [1.0, 1.0, 0.5904, 1.0]],
+    # paper, A = 1: 0.625^4 * 0.8 = 0.1220703125, 1.6^4 * 0.5 = 3.2768 -> 1, 0.0016, 2^4 * 0.5 = 8 -> 1
+    # paper, A = -1: (1 - 0.375^4) * 0.8 = 0.7841796875, (1 - 0.6^4) * 0.5 = 0.4352, 0.5904, (1 - 1^4) * 0.5 = 0
+    "paper": [[0.1220703125, 1.0, 0.0016, 1.0], _PIXELS_I, [0.7841796875, 0.4352, 0.5904, 0.0]],
+}
+
+
+def _hand_inputs(shape):
+    """Image, A and B of :data:`_HAND` laid out as ``(2, 3, *shape)`` (shape: 4 pixels)."""
+    def per_pixel(values):
+        return torch.tensor(values, dtype=torch.float64).view(1, 1, *shape).expand(2, 3, *shape).clone()
+
+    image, B = per_pixel(_PIXELS_I), per_pixel(_PIXELS_B)
+    A = torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64).view(1, 3, 1, 1).expand(2, 3, *shape).clone()
+    return image, A, B
+
+
+@pytest.mark.parametrize("mapping", ["code", "paper"])
+@pytest.mark.parametrize("shape", [(2, 2), (1, 4), (4, 1)], ids=["square", "wide", "tall"])
+@pytest.mark.parametrize("path", ["no_grad", "grad_image", "grad_maps", "checkpoint"])
+def test_darken_both_mappings_against_hand_values_on_every_path(mapping, shape, path):
+    image, A, B = _hand_inputs(shape)
+    want = torch.tensor(_HAND[mapping], dtype=torch.float64).view(1, 3, *shape).expand(2, 3, *shape)
+    if path == "no_grad":
+        with torch.no_grad():
+            out = darken(image, A, B, mapping, iterations=2)
+    else:
+        if path == "grad_image":
+            image.requires_grad_()
+        else:
+            A.requires_grad_()
+            B.requires_grad_()
+        with torch.enable_grad():
+            out = darken(image, A, B, mapping, iterations=2, checkpoint=path == "checkpoint")
+        assert out.requires_grad  # the autograd path really ran
+        out.sum().backward()
+    torch.testing.assert_close(out.detach(), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(Darken(mapping, iterations=2)(image.detach(), A.detach(), B.detach()), want,
+                               rtol=0, atol=1e-12)
+
+
+def _constant_map_net(mapping, map_scale, iterations=2):
+    """A DarkeningNet whose network outputs constants: A = (0.5, -0.5, 0), B = 0.95 + 0.05 sigmoid(0, ln 3,
+    -ln 3) = (0.975, 0.9875, 0.9625) per channel, everywhere (all weights 0, the last bias set)."""
+    net = DarkeningNet(width=4, mapping=mapping, iterations=iterations, map_scale=map_scale)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        a = torch.tensor([0.5, -0.5, 0.0], dtype=torch.float64)
+        bias = torch.cat([torch.atanh(a), torch.tensor([0.0, math.log(3.0), -math.log(3.0)], dtype=torch.float64)])
+        net.blocks[7].pointwise.bias.copy_(bias.float())
+    return net
+
+
+_NET_A, _NET_B = (0.5, -0.5, 0.0), (0.975, 0.9875, 0.9625)
+
+
+def _hand_curve(i, a, b, mapping, iterations):
+    """The paper's formula for one pixel, in plain Python: h(x, a) = x + a (x^2 - x), n times."""
+    x = b * i if mapping == "code" else i / b
+    for _ in range(iterations):
+        x = x + a * (x * x - x)
+    x = x / b if mapping == "code" else x * b
+    return min(max(x, 0.0), 1.0)
+
+
+def test_hand_curve_helper_worked_example():
+    # code, A = 0.5, B = 0.975, I = 0.5, one iteration: y = 0.4875; y + 0.5 (y^2 - y) = 0.36257813; / 0.975
+    assert _hand_curve(0.5, 0.5, 0.975, "code", 1) == pytest.approx(0.362578125 / 0.975, abs=1e-12)
+    # paper, A = -0.5, B = 0.9875, I = 0.5, one iteration: x = 0.5063291; x - 0.5 (x^2 - x) = 0.6313892; * B
+    x = 0.5 / 0.9875
+    assert _hand_curve(0.5, -0.5, 0.9875, "paper", 1) == pytest.approx((1.5 * x - 0.5 * x * x) * 0.9875)
+
+
+@pytest.mark.parametrize("mapping", ["code", "paper"])
+@pytest.mark.parametrize("map_scale", [1.0, 0.5])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("size", [(4, 4), (4, 6)], ids=["square", "non_square"])
+def test_net_applies_the_mapping_at_every_map_scale(mapping, map_scale, grad, size):
+    """DarkeningNet with known constant maps: D(I) is the hand formula per pixel, with and without autograd,
+    at full and reduced map resolution (where A, B are estimated small and upsampled), square and not."""
+    net = _constant_map_net(mapping, map_scale)
+    h, w = size
+    values = [0.0, 0.25, 0.5, 0.75, 1.0, 1.3]  # 1.3: clamped to 1 before the mapping
+    image = torch.tensor([values[(r * w + c) % 6] for r in range(h) for c in range(w)]).view(1, 1, h, w)
+    image = image.expand(2, 3, h, w).contiguous()
+    if grad:
+        with torch.enable_grad():
+            out = net(image, 0.2)
+        assert out.image.requires_grad
+        out.image.sum().backward()
+    else:
+        with torch.no_grad():
+            out = net(image, 0.2)
+    assert out.A.shape[-2:] == (round(h * map_scale), round(w * map_scale))
+    want = torch.tensor([[[_hand_curve(min(float(v), 1.0), _NET_A[c], _NET_B[c], mapping, 2)
+                           for v in row] for row in image[0, 0]] for c in range(3)])
+    torch.testing.assert_close(out.image.detach(), want.expand(2, 3, h, w), rtol=0, atol=2e-6)
+
+
 @pytest.mark.parametrize("mapping", ["code", "paper"])
 @pytest.mark.parametrize("checkpoint", [False, True])
 def test_darken_gradcheck(mapping, checkpoint):
@@ -83,7 +194,7 @@ def test_darken_clamps_and_module_form():
     B = torch.full((1, 3, 2, 2), 0.95)
     out = Darken()(image, A, B)  # y/B = 1/0.95 > 1 before clamping
     assert out.max() == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"mapping must be one of \('code', 'paper'\), got 'nope'"):
         darken(image, A, B, mapping="nope")
 
 
@@ -120,7 +231,7 @@ def test_map_scale_low_res_maps_and_backward():
     assert out.A.shape == out.B.shape == (2, 3, 8, 6)
     (out.image.mean() + out.A.mean() + out.B.mean()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"map_scale must be in \(0, 1\], got 0.0"):
         DarkeningNet(map_scale=0.0)
 
 
@@ -137,7 +248,7 @@ def test_checkpoint_curve_same_gradients():
 
 
 def test_bad_input_shape():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expects an RGB batch \(B, 3, H, W\), got shape \(1, 1, 4, 4\)"):
         DarkeningNet(width=4)(torch.rand(1, 1, 4, 4), 0.2)
 
 

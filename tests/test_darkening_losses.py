@@ -40,7 +40,7 @@ def test_feature_similarity_hand_values():
     assert FeatureSimilarity()([va, ma], [vb, mb]).item() == pytest.approx((0.96 + 0.48) / 2)
     assert feature_similarity(ma, ma).item() == pytest.approx(1.0)
     assert feature_similarity(ma, -ma).item() == pytest.approx(-1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="feature_similarity: got 1 and 2 maps"):
         feature_similarity([va], [vb, vb])
 
 
@@ -54,7 +54,7 @@ def test_exposure_loss_hand_values():
     e = torch.tensor([[[[0.3, 0.3], [0.4, 0.3]]]], dtype=D)
     assert exposure_loss(img, e).item() == pytest.approx(0.01 / 4)
     assert exposure_loss(img, e, norm="l1").item() == pytest.approx(0.1 / 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="norm must be 'l1' or 'l2', got 'l3'"):
         exposure_loss(img, 0.2, norm="l3")
 
 
@@ -88,6 +88,40 @@ def test_tent_tv_hand_values():
     # alpha matters: with alpha=0.05 the 0.04 diff costs 0.05 - 0.01 = 0.04
     want = 2 * ((0.02 ** 2 + 0.04 ** 2) / 2 + (0.01 ** 2 + 0.03 ** 2) / 2)
     assert tent_tv_loss(A2, alpha=0.05).item() == pytest.approx(want)
+
+
+# A non-square 1x1x2x3 map for the normalisers. Convention (DESIGN §4.2, Zero-DCE's TV): ∇x is the
+# difference along H (rows), whose (H-1)W values are averaged; ∇y along W, H(W-1) values:
+#     A = [[0.00, 0.01, 0.05],
+#          [0.03, 0.04, 0.04]]
+#   along H: 0.03, 0.03, -0.01        -> phi 0.01, 0.01, 0.01   -> 3e-4 / ((2-1)*3) = 1e-4
+#   along W: 0.01, 0.04 | 0.01, 0.00  -> phi 0.01, 0, 0.01, 0   -> 2e-4 / (2*(3-1)) = 0.5e-4
+#   L = 2 * (1e-4 + 0.5e-4) / 1 = 3e-4      (swapped normalisers would give 2 * (3e-4/4 + 2e-4/3) = 2.83e-4)
+# with alpha = 0.05: phi along H 0.03, 0.03, 0.01 -> 19e-4 / 3; along W 0.01, 0.04, 0.01, 0 -> 18e-4 / 4
+#   L = 2 * (19e-4 / 3 + 4.5e-4) = (65 / 3) e-4
+NON_SQUARE_A = [[0.0, 0.01, 0.05], [0.03, 0.04, 0.04]]
+
+
+def test_tent_tv_non_square_hand_values():
+    A = torch.tensor([[NON_SQUARE_A]], dtype=D)
+    assert tent_tv_loss(A).item() == pytest.approx(3e-4, rel=1e-9)
+    # the transpose swaps the two directions and their counts: same value
+    assert tent_tv_loss(A.transpose(-1, -2)).item() == pytest.approx(3e-4, rel=1e-9)
+    # channels are summed, the batch is averaged: 3 channels, 2 images -> 3 * 3e-4
+    assert tent_tv_loss(A.expand(2, 3, 2, 3)).item() == pytest.approx(9e-4, rel=1e-9)
+    assert tent_tv_loss(A, alpha=0.05).item() == pytest.approx(65 / 3 * 1e-4, rel=1e-9)
+    assert TentTVLoss(alpha=0.05)(A.transpose(-1, -2)).item() == pytest.approx(65 / 3 * 1e-4, rel=1e-9)
+
+
+def test_darkening_loss_passes_tv_alpha_to_the_tent():
+    A = torch.tensor([[NON_SQUARE_A]], dtype=D).expand(1, 3, 2, 3)
+    out = DarkeningOutput(torch.full((1, 3, 2, 3), 0.5, dtype=D), A, torch.ones(1, 3, 2, 3, dtype=D))
+    only_tv = dict(sim=0.0, exposure=0.0, color=0.0, flex=0.0)
+    total, terms = DarkeningLoss(tv=2.0, tv_alpha=0.05, **only_tv)(out, 0.5)
+    assert terms["tv"].item() == pytest.approx(3 * 65 / 3 * 1e-4, rel=1e-9)
+    assert total.item() == pytest.approx(2.0 * 65e-4, rel=1e-9)
+    _, terms = DarkeningLoss(**only_tv)(out, 0.5)  # default alpha 0.02
+    assert terms["tv"].item() == pytest.approx(3 * 3e-4, rel=1e-9)
 
 
 def test_tent_tv_flat_and_strong_edges_cost_nothing():
@@ -149,7 +183,7 @@ def test_darkening_loss_weighted_sum():
     total2, terms2 = DarkeningLoss(sim=0.0, exposure=1, color=0, tv=0, flex=1, exposure_norm="l1")(out, e)
     assert terms2["sim"].item() == 0.0 and terms2["color"].item() == 0.0
     assert total2.item() == pytest.approx(0.075 + 0.025)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="feats_day and feats_dark are needed when the sim weight is > 0"):
         DarkeningLoss()(out, e)
 
 

@@ -29,7 +29,7 @@ def test_sample_exposure_range_and_stats():
 def test_sample_exposure_determinism():
     assert torch.equal(sample_exposure(7, generator=_gen(3)), sample_exposure(7, generator=_gen(3)))
     assert not torch.equal(sample_exposure(7, generator=_gen(3)), sample_exposure(7, generator=_gen(4)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected a finite range low <= high, got \(0.5, 0.1\)"):
         sample_exposure(3, low=0.5, high=0.1)
 
 
@@ -94,7 +94,7 @@ def test_expand_exposure_forms():
         assert torch.equal(expand_exposure(form, 2, 4, 6), want)
     assert torch.equal(expand_exposure(0.2, 2, 4, 6), torch.full((2, 1, 4, 6), 0.2))
     assert expand_exposure(torch.rand(2, 1, 8, 12), 2, 4, 6).shape == (2, 1, 4, 6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="exposure has batch size 3, expected 2"):
         expand_exposure(torch.rand(3), 2, 4, 6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"or a \(B, 1, H, W\) map; got shape \(2, 3, 4, 6\)"):
         expand_exposure(torch.rand(2, 3, 4, 6), 2, 4, 6)

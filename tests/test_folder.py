@@ -126,11 +126,11 @@ def test_in_memory_dataset(tiny_images):
     assert len(ds) == 12 and ds.targets == labels.tolist()
     x, y = ds[5]
     assert torch.equal(x, images[5]) and y == 2 and isinstance(y, int)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"expects images of shape \(N, 3, H, W\), got \(12, 1, "):
         InMemoryImageDataset(images[:, :1], labels)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"expects labels of shape \(12,\), got \(3,\)"):
         InMemoryImageDataset(images, labels[:3])
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"label [12] out of range for 1 classes \['a'\]"):
         InMemoryImageDataset(images, labels, classes=["a"])
 
 

@@ -70,7 +70,7 @@ def test_resize_short_center_crop():
     assert resize_short_center_crop(img, (20, 30)).size == (30, 20)  # (H, W) → PIL (W, H)
     same = Image.new("RGB", (24, 24), (10, 20, 30))
     assert resize_short_center_crop(same, 24) .tobytes() == same.tobytes()  # no-op at its own size
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"resize \(16\) must be at least the crop size 32"):
         resize_short_center_crop(img, 32, resize=16)
 
 
@@ -89,7 +89,7 @@ def test_save_image_roundtrip(tmp_path):
     assert (back - t).abs().max() <= 0.5 / 255 + 1e-6
     save_image(torch.rand(5, 6), tmp_path / "gray.png")  # (H, W) accepted
     assert read_image(tmp_path / "gray.png").size == (6, 5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected an image tensor of shape \(3,H,W\).*got \(4, 5, 5\)"):
         tensor_to_image(torch.rand(4, 5, 5))
 
 

@@ -63,6 +63,24 @@ class HalfResModel(nn.Module):
         return torch.nn.functional.avg_pool2d(x[:, :1].repeat(1, C, 1, 1), 2)
 
 
+class PositionModel(nn.Module):
+    """Logits that depend only on where a pixel sits in the window it was given: channel 0 = its column, channel
+    1 = its row (0-based, within the window). Stitched outputs are then hand-checkable means of offsets."""
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        cols = torch.arange(w, dtype=torch.float32).expand(h, w)
+        rows = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+        return torch.stack([cols, rows]).expand(b, 2, h, w).clone()
+
+
+class WindowMeanModel(nn.Module):
+    """One logit per window: the mean of its channel 0 (padding included)."""
+
+    def forward(self, x):
+        return x[:, :1].mean((2, 3), keepdim=True).expand(-1, 1, *x.shape[-2:]).clone()
+
+
 @pytest.fixture
 def images():
     return torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
@@ -74,9 +92,9 @@ def test_window_starts():
     assert sliding_window_starts(8, 4, 4) == [0, 4]
     assert sliding_window_starts(3, 4, 2) == [0]  # smaller than the crop: one (padded) window
     assert sliding_window_starts(4, 4, 1) == [0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="stride 5 > crop 4 would leave pixels uncovered"):
         sliding_window_starts(10, 4, 5)  # stride > crop would leave gaps
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="crop and stride must be positive, got crop=4, stride=0"):
         sliding_window_starts(10, 4, 0)
 
 
@@ -122,6 +140,57 @@ def test_pixel_model_sliding_equals_whole(images, crop, stride, pad_mode):
     whole = predict_whole(model, images)
     slid = predict_sliding(model, images, C, crop=crop, stride=stride, batch_size=4, pad_mode=pad_mode)
     torch.testing.assert_close(slid, whole, rtol=1e-6, atol=1e-6)
+
+
+# Position model by hand. Along an axis, a pixel's value is the mean of its offsets in the windows covering it:
+#   length 7, crop 4, stride 3: windows start at 0, 3      -> [0, 1, 2, (3+0)/2, 1, 2, 3]
+#   length 5, crop 4, stride 2: windows start at 0, 1      -> [0, (1+0)/2, (2+1)/2, (3+2)/2, 3]
+#   length 3, crop 4 (window larger than the image, padded) -> [0, 1, 2]; length 5, crop 6 -> [0, 1, 2, 3, 4]
+ALONG_7_CROP_4_STRIDE_3 = [0.0, 1.0, 2.0, 1.5, 1.0, 2.0, 3.0]
+ALONG_5_CROP_4_STRIDE_2 = [0.0, 0.5, 1.5, 2.5, 3.0]
+
+
+@pytest.mark.parametrize("size,crop,stride,cols,rows", [
+    ((5, 7), (4, 4), (2, 3), ALONG_7_CROP_4_STRIDE_3, ALONG_5_CROP_4_STRIDE_2),  # wide, overlapping both ways
+    ((7, 5), (4, 4), (3, 2), ALONG_5_CROP_4_STRIDE_2, ALONG_7_CROP_4_STRIDE_3),  # tall
+    ((3, 7), (4, 4), (2, 3), ALONG_7_CROP_4_STRIDE_3, [0.0, 1.0, 2.0]),         # shorter than the crop
+    ((3, 5), (4, 6), (2, 3), [0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0]),      # window larger than the image
+])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_sliding_position_model_hand_values(size, crop, stride, cols, rows, batch_size):
+    h, w = size
+    images = torch.rand(2, 3, h, w)
+    out = predict_sliding(PositionModel(), images, 2, crop=crop, stride=stride, batch_size=batch_size)
+    want = torch.stack([torch.tensor(cols).expand(h, w), torch.tensor(rows)[:, None].expand(h, w)])
+    torch.testing.assert_close(out, want.expand(2, 2, h, w), rtol=0, atol=1e-6)
+    # flip TTA per window: column offsets c and (crop_w - 1 - c) average to (crop_w - 1) / 2; rows unchanged
+    flipped = predict_sliding(PositionModel(), images, 2, crop=crop, stride=stride, flip=True)
+    torch.testing.assert_close(flipped[:, 0], torch.full((2, h, w), (crop[1] - 1) / 2), rtol=0, atol=1e-6)
+    torch.testing.assert_close(flipped[:, 1], want[1].expand(2, h, w), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,crop,stride", [((5, 7), (4, 4), (2, 3)), ((3, 5), (4, 6), (2, 3)),
+                                              ((6, 6), (6, 6), (3, 3))])
+def test_sliding_identity_model_returns_the_image(size, crop, stride):
+    """logits = the input: whatever the windows, their mean at each pixel is the pixel (padding cropped away)."""
+    images = torch.rand(2, 3, *size)
+    out = predict_sliding(lambda x: x.clone(), images, 3, crop=crop, stride=stride, batch_size=2)
+    torch.testing.assert_close(out, images, rtol=0, atol=1e-6)
+
+
+def test_sliding_window_larger_than_the_image_pads_with_zeros():
+    # a 2x3 image of ones in one 4x4 window: 6 ones and 10 zeros of padding -> mean 0.375 everywhere
+    out = predict_sliding(WindowMeanModel(), torch.ones(1, 3, 2, 3), 1, crop=(4, 4), stride=(2, 2))
+    torch.testing.assert_close(out, torch.full((1, 1, 2, 3), 0.375))
+    # replicate padding repeats the border: all ones
+    out = predict_sliding(WindowMeanModel(), torch.ones(1, 3, 2, 3), 1, crop=(4, 4), stride=(2, 2),
+                          pad_mode="replicate")
+    torch.testing.assert_close(out, torch.ones(1, 1, 2, 3))
+    # a 1x5 row [0, 1, 2, 3, 4] (channel 0), crop 1x3 stride 1x2: windows [0:3] mean 1, [2:5] mean 3;
+    # the middle pixel is covered by both -> 2
+    row = torch.arange(5.0).view(1, 1, 1, 5).expand(1, 3, 1, 5)
+    out = predict_sliding(WindowMeanModel(), row, 1, crop=(1, 3), stride=(1, 2))
+    torch.testing.assert_close(out, torch.tensor([[[[1.0, 1.0, 2.0, 3.0, 3.0]]]]))
 
 
 def test_batching(images):
@@ -179,7 +248,7 @@ def test_model_output_containers_and_checks(images):
     torch.testing.assert_close(predict_whole(lambda x: (model(x), None), images), ref)
     with pytest.raises(ValueError, match="num_classes"):
         predict_sliding(model, images, C + 1, crop=16, stride=8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"images must be a \(B, 3, H, W\) tensor, got \(3, 37, 53\)"):
         predict_whole(model, images[0])  # not batched
     with pytest.raises(ValueError, match="reflect"):
         predict_sliding(model, images, C, crop=(80, 80), stride=(40, 40), pad_mode="reflect")

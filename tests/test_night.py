@@ -117,7 +117,32 @@ def test_mean_scales_with_exposure():
         means.append(simulate_raw(img, p, seed=0).mean().item())
     ratios = np.array(means[1:]) / np.array(means[:-1])
     assert np.allclose(ratios, 2.0, rtol=0.02)                          # up to ADC rounding
-    assert means[-1] == pytest.approx(0.16 * srgb_to_linear(torch.tensor(0.7)).item(), rel=0.01)
+    # sRGB 0.7 is linear ((0.7 + 0.055) / 1.055) ** 2.4 = 0.44799 (the sRGB standard's formula)
+    assert means[-1] == pytest.approx(0.16 * 0.44799, rel=0.01)
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_full_well_clips_a_saturating_input(noise):
+    """The sensor saturates at full_well electrons: with an analog gain of 0.5 a saturated pixel reads half of
+    the ADC's full scale (the ADC alone would clip it at 1). Hand values, gain 0.5, 12 bits, no black level:
+      sRGB 1.0 -> linear 1; x 4 (exposure) = 4 full wells -> clipped to 1 full well -> x 0.5 = 0.5
+      sRGB 0.5 -> linear 0.21404; x 4 = 0.85616 full wells (not clipped) -> x 0.5 = 0.42808
+      sRGB 0   -> 0
+    each up to half an ADC step (1 / 4095). With shot noise on (read noise 0) the saturated pixel is still
+    exactly one full well whatever the Poisson draw."""
+    p = NightParams(**{**BARE, "analog_gain": (0.5, 0.5)}, exposure=(4.0, 4.0), full_well=1000.0, noise=noise,
+                    read_noise=(0.0, 0.0), row_noise=(0.0, 0.0), bits=(12, 12), black_level=0.0)
+    img = torch.zeros(1, 3, 4, 6)
+    img[..., :, :2], img[..., :, 2:4] = 1.0, 0.5
+    raw = simulate_raw(img, p, seed=0)[0, 0]
+    step = 1 / 4095
+    assert torch.allclose(raw[:, :2], torch.full((4, 2), 0.5), atol=step / 2 + 1e-7)
+    assert raw[:, 4:].abs().max().item() == 0.0
+    mid = raw[:, 2:4]
+    if noise:  # ~856 electrons: Poisson std ~29 e- -> ~0.015 after the gain
+        assert mid.mean().item() == pytest.approx(0.42808, abs=0.02) and mid.max().item() < 0.5
+    else:
+        assert torch.allclose(mid, torch.full((4, 2), 0.42808), atol=step / 2 + 1e-5)
 
 
 # -------------------------------------------------------------------------------------------- illumination

@@ -1,5 +1,6 @@
 """Recipe loading: base inheritance, --set overrides, and errors that name the key, the value and what is allowed."""
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,32 @@ def test_unknown_key_names_full_path_and_allowed(tmp_path):
         recipe_from_dict({"task": "toy", "darkener": {"weights": {"simm": 1.0}}}, schemas=SCHEMAS)
     msg = str(err.value)
     assert "darkener.weights.simm" in msg and "did you mean sim" in msg and "allowed keys" in msg
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("recipe,key,allowed", [
+    ("cls_smoke.yaml", "model.xyz", "backbone, drop_rate, num_classes"),
+    ("cls_smoke.yaml", "data.xyz", "adabn, cache_dir, classes"),
+    ("cls_smoke.yaml", "data.night_sim.xyz", "mixed, presets, seed, source"),
+    ("cls_smoke.yaml", "data.photos.xyz", "per_class_test, per_class_train"),
+    ("seg_smoke.yaml", "model.xyz", "backbone, checkpointing, decoder"),
+    ("seg_smoke.yaml", "data.xyz", "blur, crop, cutout, eval"),
+    ("seg_smoke.yaml", "data.train.xyz", "condition, dataset, root, size, split"),
+    ("seg_smoke.yaml", "data.eval.cs_val.xyz", "condition, dataset, root, size, split"),
+])
+def test_unknown_key_in_task_sections_names_its_path(recipe, key, allowed):
+    """The task-owned model: and data: sections (their schemas come from the task) reject unknown keys at any
+    depth, naming the full key path and the keys allowed there."""
+    with pytest.raises(RecipeError, match=rf"^{key.replace('.', r'[.]')}: unknown key; allowed keys here: {allowed}"):
+        load_recipe(RECIPES / recipe, [f"{key}=1"])
+
+
+def test_unknown_key_in_task_section_of_a_file_names_its_path(tmp_path):
+    path = write(tmp_path / "r.yaml", "task: segmentation\ndata:\n  train: {root: x, size: [8, 8], colour: red}\n")
+    with pytest.raises(RecipeError, match=r"data[.]train[.]colour: unknown key.*allowed keys here: condition"):
+        load_recipe(path)
 
 
 def test_wrong_type_and_range(tmp_path):
@@ -105,9 +132,7 @@ def test_round_trip_through_plain_dict():
 
 
 def test_shipped_recipes_validate():
-    from pathlib import Path
-
-    recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+    recipes = sorted(RECIPES.glob("*.yaml"))
     assert recipes
     for path in recipes:
         load_recipe(path)  # every shipped recipe is valid against the real task schemas

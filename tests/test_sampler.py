@@ -108,12 +108,12 @@ def test_total_batches_bound():
 
 
 def test_errors():
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"empty dataset \(num_samples=0\)"):
         ResumableBatchSampler(0, 2)
     with pytest.raises(DataError, match="fewer than one batch"):
         ResumableBatchSampler(3, 4)
     s = ResumableBatchSampler(10, 2, seed=0)
     with pytest.raises(CheckpointError, match="batch_size"):
         s.load_state_dict(ResumableBatchSampler(10, 5, seed=0).state_dict())
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"sampler state \['foo'\] lacks 'consumed_batches'"):
         s.load_state_dict({"foo": 1})

@@ -47,6 +47,25 @@ def test_views_are_identical_and_jitter_shared(tmp_path):
     assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("inference", ["sliding", "whole"])
+def test_predict_uses_the_recipe_windows(tmp_path, inference):
+    """data.inference: sliding stitches data.window-sized windows every data.stride pixels; whole runs one
+    window. Hand values of test_inference's position model (channel 0: column in the window, 1: row) on a
+    5x7 image, windows 4x4 every 1x1 pixels: rows start at 0, 1 -> [0, 0.5, 1.5, 2.5, 3]; columns start at
+    0, 1, 2, 3 -> [0, (1+0)/2, (2+1+0)/3, (3+2+1+0)/4, (3+2+1)/3, (3+2)/2, 3]."""
+    from test_inference import ALONG_5_CROP_4_STRIDE_2, PositionModel
+
+    task = Segmentation(smoke_recipe(tmp_path, f"data.inference={inference}", "data.window=[4, 4]",
+                                     "data.stride=[1, 1]", "model.num_classes=2"))
+    logits = task.predict(PositionModel(), torch.rand(1, 3, 5, 7))
+    if inference == "sliding":
+        cols, rows = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]), torch.tensor(ALONG_5_CROP_4_STRIDE_2)
+    else:
+        cols, rows = torch.arange(7.0), torch.arange(5.0)
+    torch.testing.assert_close(logits[0, 0], cols.expand(5, 7), rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits[0, 1], rows[:, None].expand(5, 7), rtol=0, atol=1e-6)
+
+
 def test_smm_smoke_run_end_to_end(tmp_path):
     engine = Engine(smoke_recipe(tmp_path))
     metrics = engine.fit()
