@@ -111,8 +111,9 @@ def set_trainable(module: nn.Module, on: bool) -> None:
 
 class Method:
     """Base class of methods. Subclasses set :attr:`config` / :attr:`players_defaults` and override
-    :meth:`setup`, :meth:`players`, :meth:`streams`, :meth:`plan` and :meth:`modules` (and, when needed,
-    :meth:`activate`, :meth:`extra_state`)."""
+    :meth:`streams`, :meth:`setup`, :meth:`players`, :meth:`plan` and :meth:`modules` (and, when needed,
+    :meth:`player_streams`, :meth:`activate` and ``write_artifacts(run_dir, eval_sets)``, pictures of a finished
+    run)."""
 
     name: str = ""
     config: type = EmptyMethodConfig
@@ -131,6 +132,11 @@ class Method:
     def streams(self) -> dict[str, Stream]:
         """The data streams, by name (their order fixes each stream's seed: keep it stable)."""
         raise NotImplementedError
+
+    def player_streams(self) -> dict[str, tuple[str, ...]]:
+        """Which streams each player reads, by player name (the first one converts ``epochs`` to steps). Default:
+        each player reads the stream of its own name."""
+        return {name: (name,) for name in self.players_defaults}
 
     def setup(self, model: nn.Module, steps: dict[str, int]) -> None:
         """Build the method's own modules around the task's ``model`` (already on the device). ``steps``: each

@@ -27,7 +27,7 @@ def test_transient_peak_counts_a_temporary_and_a_kept_tensor():
 
 def test_resident_bytes_counts_shared_storage_once():
     class Fake:
-        players = {}
+        optimizers = {}
 
         def __init__(self, modules):
             self._modules = modules

@@ -173,9 +173,6 @@ class SMM(Method):
         train = self.task.train_dataset()
         return {name: Stream(train, cfg.batch_size) for name, cfg in self.recipe.players.items()}
 
-    def player_streams(self) -> dict[str, tuple[str, ...]]:
-        return {name: (name,) for name in PLAYERS}
-
     def setup(self, model: nn.Module, steps: dict[str, int]) -> None:
         o, device = self.options, self.context.device
         active = {p.players[0] for p in self.plan(steps)}
