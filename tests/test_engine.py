@@ -143,7 +143,10 @@ def test_two_stage_freezes_the_other_player(tmp_path):
     darkener_before = {k: v.clone() for k, v in engine.method.darkener.state_dict().items()}
     model_seen = {}
 
+    fired = []
+
     def spy(eng, step):
+        fired.append(step)
         if step == 4:  # end of the day phase: remember the model
             model_seen.update({k: v.clone() for k, v in eng.model.state_dict().items()})
         if step == 7:  # end of the darkener phase: the model has not moved, D has
@@ -155,6 +158,7 @@ def test_two_stage_freezes_the_other_player(tmp_path):
 
     engine.callbacks.append(spy)
     metrics = engine.fit()
+    assert fired == list(range(1, 13))  # the checks above ran (steps 4, 7 and 8 among them)
     assert "day_test/top1" in metrics
     phases = [h["phase"] for h in engine.history]
     assert phases == ["day", "extractor"]  # evaluated when the model changed phase
@@ -259,6 +263,10 @@ def test_byol_target_starts_from_the_model_entering_adaptation(tmp_path):
     def spy(eng, step):
         if step == 7:  # last darkener step: the model is the trained day model
             seen["model"] = {k: v.clone() for k, v in eng.model.state_dict().items()}
+        if step in (7, 8):
+            byol = eng.method.byol
+            seen[step] = ([p.clone() for p in byol.projectors.parameters()],
+                          [p.clone() for p in byol.target_projectors.parameters()])
         if step == 8:  # first extractor step: target = 0.99 * day model + 0.01 * model after one step
             for k, v in eng.method.target.state_dict().items():
                 if v.is_floating_point() and "running" not in k:
@@ -267,6 +275,13 @@ def test_byol_target_starts_from_the_model_entering_adaptation(tmp_path):
 
     engine.callbacks.append(spy)
     engine.fit()
+    assert set(seen) == {"model", 7, 8}  # both checks ran
+    # the target projectors follow the online ones: q' <- 0.99 q' + 0.01 q after the extractor step
+    (_, target_before), (online_after, target_after) = seen[7], seen[8]
+    assert len(target_after) == len(online_after) > 0
+    for t0, q1, t1 in zip(target_before, online_after, target_after):
+        assert torch.allclose(t1, 0.99 * t0 + 0.01 * q1, atol=1e-7)
+    assert any(not torch.equal(t0, t1) for t0, t1 in zip(target_before, target_after))
 
 
 def test_learned_darkening_needs_a_trained_or_loaded_darkener(tmp_path):
@@ -306,3 +321,64 @@ def test_darkener_step_skips_the_model_when_the_similarity_weight_is_zero(tmp_pa
     loss, terms = engine.method.darkener_step({"darkener": engine._batch("darkener")},
                                               engine.players["darkener"].modules)
     assert calls == [] and float(terms["sim"]) == 0.0 and torch.isfinite(loss)
+
+
+def test_resume_restores_the_lr_schedule(tmp_path):
+    """Day player: lr 1e-3, ×0.1 from half its 4 steps on. A run stopped after step 2 resumes with the schedule at
+    step 2: its next step runs at 1e-4 (a fresh schedule would run it at 1e-3)."""
+    players = {"day": {"steps": 4, "batch_size": 4, "lr": 1e-3, "lr_schedule": "multistep", "milestones": [0.5]},
+               "darkener": {"steps": 0}, "extractor": {"steps": 0}}
+    first = Engine(tiny_recipe(tmp_path, players=players, adapt={"darkening": "none"}))
+
+    def stop(eng, step):
+        if step == 2:
+            eng.request_stop()
+
+    first.callbacks.append(stop)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    resumed = Engine(tiny_recipe(tmp_path, players=players, adapt={"darkening": "none"}))
+    resumed.restore(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert resumed.schedulers["day"].last_epoch == 2
+    assert resumed.optimizers["day"].param_groups[0]["lr"] == pytest.approx(1e-4)
+    resumed.run_step("day")
+    assert resumed.optimizers["day"].param_groups[0]["lr"] == pytest.approx(1e-4)  # step 3 of 4: still ×0.1
+    assert resumed.schedulers["day"].last_epoch == 3
+
+
+@pytest.mark.parametrize("kind", ["brightness", "gamma"])
+def test_fixed_darkening_runs_in_the_extractor_step(tmp_path, monkeypatch, kind):
+    import simmm.methods.smm as smm
+
+    calls = []
+    original = smm.fixed_darkening
+
+    def spy(images, exposure, how):
+        out = original(images, exposure, how)
+        calls.append((how, float(exposure.flatten(1).mean(1).clamp(0.01, 0.99).mean()), float(out.mean())))
+        return out
+
+    monkeypatch.setattr(smm, "fixed_darkening", spy)
+    players = {"day": {"steps": 0}, "darkener": {"steps": 0}, "extractor": {"steps": 3, "batch_size": 4}}
+    engine = Engine(tiny_recipe(tmp_path, players=players, adapt={"darkening": kind}))
+    before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    assert engine.method.darkener is None
+    engine.fit()
+    assert [c[0] for c in calls] == [kind] * 3
+    assert all(dark < 0.45 for _, _, dark in calls)  # the tiny images average about 0.45-0.65: darker after
+    assert any(not torch.equal(v, engine.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_fixed_darkening_hand_values():
+    from simmm.methods.smm import fixed_darkening
+
+    images = torch.full((1, 3, 2, 3), 0.5)
+    exposure = torch.full((1, 1, 2, 3), 0.1)
+    assert torch.allclose(fixed_darkening(images, exposure, "brightness"), torch.full_like(images, 0.1))
+    # gamma = log 0.1 / log 0.5 = 3.3219: 0.5 ** 3.3219 = 0.1
+    assert torch.allclose(fixed_darkening(images, exposure, "gamma"), torch.full_like(images, 0.1), atol=1e-6)
+    ramp = torch.tensor([0.2, 0.4, 0.6, 0.8]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    # mean 0.5, target 0.25: brightness scales by 0.5
+    out = fixed_darkening(ramp, torch.full((1, 1, 2, 2), 0.25), "brightness")
+    assert torch.allclose(out[0, 0].flatten(), torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    assert torch.equal(fixed_darkening(ramp, torch.full((1, 1, 2, 2), 0.25), "none"), ramp)
