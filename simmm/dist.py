@@ -13,7 +13,7 @@ import torch
 import torch.distributed as td
 from torch import nn
 
-__all__ = ["SyncBatchNormCPU", "all_gather_objects", "all_true", "barrier", "convert_sync_batchnorm",
+__all__ = ["SyncBatchNormCPU", "all_gather_objects", "all_true", "any_true", "barrier", "convert_sync_batchnorm",
            "destroy", "init_from_env", "is_distributed", "is_main", "local_rank", "mean_over_ranks", "rank",
            "sum_over_ranks", "world_size"]
 
@@ -71,6 +71,11 @@ def all_true(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([0.0 if flag else 1.0], device=device)
     td.all_reduce(t)
     return float(t) == 0.0
+
+
+def any_true(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on some process (a stop asked of one process stops all at the same step)."""
+    return not all_true(not flag, device)
 
 
 def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:

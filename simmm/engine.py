@@ -384,7 +384,8 @@ class Engine:
                     self.save(ckpt_dir / "last.pt")
                 for callback in self.callbacks:
                     callback(self, self.global_step)
-                if self._stop_requested:
+                if dist.any_true(self._stop_requested, self.device):  # every process stops at the same step
+                    self._stop_requested = True
                     raise Interrupted()
             start = end
 

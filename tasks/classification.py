@@ -26,6 +26,7 @@ from simmm.backbones import Normalize, backbone_normalization, create_backbone
 from simmm.byol import BYOLHeads
 from simmm.data.folder import CODAN_CLASSES, ImageFolderDataset, InMemoryImageDataset, scan_folder_dataset
 from simmm.data.images import verify_images
+from simmm.dist import sum_over_ranks
 from simmm.data.photos import PHOTOS, photo_crops
 from simmm.errors import DataError
 from simmm.night import PRESETS, NightParams, simulate_night
@@ -293,7 +294,8 @@ def top1(model: nn.Module, loader) -> float:
         logits = model(batch["image"].to(device))
         correct += int((logits.argmax(1).cpu() == batch["target"]).sum())
         total += len(batch["target"])
-    return 100.0 * correct / max(total, 1)
+    counts = sum_over_ranks(torch.tensor([correct, total], dtype=torch.float64, device=device))
+    return 100.0 * float(counts[0]) / max(float(counts[1]), 1.0)  # each process counted its share of the set
 
 
 @torch.no_grad()
