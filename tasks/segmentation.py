@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simmm.byol import BYOLHeads
-from simmm.data.cityscapes import TRAIN_CLASSES
+from simmm.data.labels import TRAIN_CLASSES
 from simmm.data.segmentation import check_segmentation_tree, get_dataset_class
 from simmm.errors import RecipeError
 from simmm.inference import predict_sliding, predict_whole
@@ -181,8 +181,7 @@ class Segmentation(TaskAdapter):
                 continue
             seen.add(key)
             scan = check_segmentation_tree(cfg.dataset, cfg.root)
-            report.lines.extend(scan.lines())
-            report.problems.extend(scan.problems)
+            report.add(scan)
         return report
 
     def views(self, batch: dict, n: int = 2) -> list[dict]:
