@@ -86,7 +86,7 @@ class _Segment:
 def _split_into_segments(body: nn.Module) -> Optional[List[List[nn.Module]]]:
     """One list of modules per returned feature map (stem included in the first), in order; ``None`` when
     ``body`` is not one of the timm feature classes whose structure we know."""
-    from timm.models._features import FeatureDictNet
+    from timm.models import EfficientNetFeatures, FeatureDictNet, MobileNetV3Features
 
     steps: List[nn.Module] = []
     emits: List[bool] = []
@@ -98,13 +98,14 @@ def _split_into_segments(body: nn.Module) -> Optional[List[List[nn.Module]]]:
             steps.append(module)
             emits.append(name in body.return_layers)
     elif (
-        isinstance(getattr(body, "blocks", None), nn.Sequential) and hasattr(body, "conv_stem")
-        and getattr(body, "feature_hooks", 1) is None and hasattr(body, "_stage_out_idx")
-    ):  # timm EfficientNetFeatures / MobileNetV3Features: stem children, then `blocks`, all in order
+        isinstance(body, (EfficientNetFeatures, MobileNetV3Features))
+        and isinstance(getattr(body, "blocks", None), nn.Sequential) and hasattr(body, "conv_stem")
+        and getattr(body, "feature_hooks", 1) is None
+    ):  # stem children, then `blocks`, all in order; a map after the stem (stage 0) or after block i (stage i+1)
         names = [n for n, _ in body.named_children()]
         if names[-1] != "blocks" or not set(names[:-1]) <= {"conv_stem", "bn1", "act1"}:
             return None
-        out_idx = set(int(i) for i in body._stage_out_idx)
+        out_idx = {int(info["stage"]) for info in body.feature_info.get_dicts()}
         for n in names[:-1]:
             steps.append(getattr(body, n))
             emits.append(False)
