@@ -197,12 +197,11 @@ class Segmentation(TaskAdapter):
         return [{"image": images, "target": targets} for _ in range(n)]
 
     def color_augment(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Colour jitter with the same random parameters for every view."""
+        """Colour jitter with the same random parameters for every view, drawn once as a plain call draws them."""
         if self.jitter is None:
             return views
-        first = self.jitter(views[0])
-        params = self.jitter._params
-        return [first] + [self.jitter(v, params=params) for v in views[1:]]
+        params = self.jitter.forward_parameters(views[0].shape)
+        return [self.jitter(v, params=params) for v in views]
 
     # --- objective and metrics -----------------------------------------------------------------------------
     def task_loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:

@@ -47,6 +47,25 @@ def test_views_are_identical_and_jitter_shared(tmp_path):
     assert torch.equal(x, y)
 
 
+def test_color_jitter_draws_like_one_plain_kornia_call(tmp_path):
+    """The shared jitter consumes the random stream exactly as one ``ColorJitter`` call on the first view: same
+    first view, bit for bit, and the same generator state afterwards (so later draws do not move)."""
+    import kornia.augmentation as K
+
+    task = Segmentation(smoke_recipe(tmp_path))
+    j = task.recipe.adapt.color_jitter
+    assert j > 0
+    g = torch.Generator().manual_seed(3)
+    views = [torch.rand(2, 3, 8, 12, generator=g) for _ in range(3)]
+    torch.manual_seed(11)
+    expected = K.ColorJitter(j, j, j, 0.0, p=1.0)(views[0])
+    after = torch.get_rng_state()
+    torch.manual_seed(11)
+    out = task.color_augment(views)
+    assert torch.equal(out[0], expected) and torch.equal(torch.get_rng_state(), after)
+    assert not torch.equal(out[1], views[1]) and len(out) == 3
+
+
 def test_smm_smoke_run_end_to_end(tmp_path):
     engine = Engine(smoke_recipe(tmp_path))
     metrics = engine.fit()
