@@ -161,8 +161,6 @@ _COLOR_LUT.setflags(write=False)
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
-
-
 def _apply_lut(values: ArrayLike, lut: np.ndarray, fill: int) -> ArrayLike:
     """Map ``values`` through a 256-entry table; values outside 0..255 become ``fill``. Keeps numpy/torch."""
     if torch.is_tensor(values):
