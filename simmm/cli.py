@@ -258,7 +258,7 @@ def cmd_predict(args) -> int:
                 writer.writerow([name, adapter.classes[k], f"{float(probs[k]):.4f}"])
                 print(f"{name}: {adapter.classes[k]} ({float(probs[k]):.3f})")
         return 0
-    from simmm.data.cityscapes import colorize
+    from simmm.data.labels import colorize
 
     def segment(image):
         with torch.no_grad():

@@ -5,6 +5,8 @@ of another model) raises :class:`SimmmError` with a message that names the file 
 The CLI prints such errors as one paragraph and exits non-zero; anything else is a bug and keeps its traceback.
 """
 
+__all__ = ["SimmmError", "RecipeError", "DataError", "CheckpointError"]
+
 
 class SimmmError(Exception):
     """An error caused by the user's input, explained in its message."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as td
 
-from .data.cityscapes import TRAIN_CLASSES
+from .data.labels import TRAIN_CLASSES
 from .dist import is_distributed
 
 __all__ = [

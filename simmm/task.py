@@ -16,6 +16,11 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import nn
 
+from simmm.data.check import DataReport
+
+__all__ = ["TASKS", "register_task", "task_schemas", "get_task", "Forward", "EmptyConfig", "EvalSet", "TaskAdapter",
+           "DataReport"]
+
 TASKS: dict[str, type] = {}
 
 
@@ -144,25 +149,3 @@ class TaskAdapter:
     def evaluate(self, model: nn.Module, loader, eval_set: EvalSet) -> dict[str, float]:
         """Metrics of ``model`` on one evaluation set, named ``<set name>/<metric>``."""
         raise NotImplementedError
-
-
-@dataclass
-class DataReport:
-    """Result of a data check: one line per finding, and whether the data can be used."""
-
-    title: str
-    lines: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def format(self) -> str:
-        out = [self.title, *("  " + line for line in self.lines)]
-        if self.problems:
-            out.append(f"  {len(self.problems)} problem(s):")
-            out.extend("  - " + p for p in self.problems)
-        else:
-            out.append("  OK")
-        return "\n".join(out)

@@ -261,9 +261,7 @@ class Classification(TaskAdapter):
         splits = [d.train_split, *d.eval_splits.values()]
         scan = scan_folder_dataset(d.root, splits, classes=self.classes)
         report = DataReport(f"{d.kind} dataset at {d.root}")
-        report.lines.extend(scan.lines())
-        if not scan.ok:
-            report.problems.extend(scan.problems)
+        report.add(scan)
         return report
 
     def views(self, batch: dict, n: int = 2) -> list[dict]:

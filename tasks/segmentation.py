@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simmm.byol import BYOLHeads
-from simmm.data.cityscapes import TRAIN_CLASSES
+from simmm.data.labels import TRAIN_CLASSES
 from simmm.data.segmentation import check_segmentation_tree, get_dataset_class
 from simmm.errors import RecipeError
 from simmm.inference import predict_sliding, predict_whole
@@ -182,8 +182,7 @@ class Segmentation(TaskAdapter):
                 continue
             seen.add(key)
             scan = check_segmentation_tree(cfg.dataset, cfg.root)
-            report.lines.extend(scan.lines())
-            report.problems.extend(scan.problems)
+            report.add(scan)
         return report
 
     def views(self, batch: dict, n: int = 2) -> list[dict]:
@@ -199,12 +198,11 @@ class Segmentation(TaskAdapter):
         return [{"image": images, "target": targets} for _ in range(n)]
 
     def color_augment(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Colour jitter with the same random parameters for every view."""
+        """Colour jitter with the same random parameters for every view, drawn once as a plain call draws them."""
         if self.jitter is None:
             return views
-        first = self.jitter(views[0])
-        params = self.jitter._params
-        return [first] + [self.jitter(v, params=params) for v in views[1:]]
+        params = self.jitter.forward_parameters(views[0].shape)
+        return [self.jitter(v, params=params) for v in views]
 
     # --- objective and metrics -----------------------------------------------------------------------------
     def task_loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:

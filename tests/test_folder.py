@@ -9,6 +9,7 @@ from simmm.data.folder import (
     ImageFolderDataset,
     InMemoryImageDataset,
     scan_folder_dataset,
+    scan_splits,
 )
 from simmm.errors import DataError
 
@@ -84,8 +85,9 @@ def test_unreadable_image_named_at_load(tmp_codan):
 def test_scan_reports_everything(tmp_codan, image_writer):
     ok = scan_folder_dataset(tmp_codan, CODAN_SPLITS, classes=CODAN_CLASSES)
     assert ok.ok and ok.problems == []
-    assert [s.split for s in ok.splits] == list(CODAN_SPLITS)
-    assert list(ok.splits[0].counts) == list(CODAN_CLASSES) and ok.splits[0].total > 0
+    splits = scan_splits(tmp_codan, CODAN_SPLITS, classes=CODAN_CLASSES)
+    assert [s.split for s in splits] == list(CODAN_SPLITS)
+    assert list(splits[0].counts) == list(CODAN_CLASSES) and splits[0].total > 0
     assert "result: OK" in ok.format()
 
     # break it in every way the check knows
@@ -100,7 +102,7 @@ def test_scan_reports_everything(tmp_codan, image_writer):
         f.unlink()
     rep = scan_folder_dataset(tmp_codan, [*CODAN_SPLITS, "val"], classes=CODAN_CLASSES)
     assert not rep.ok
-    by = {s.split: s for s in rep.splits}
+    by = {s.split: s for s in scan_splits(tmp_codan, [*CODAN_SPLITS, "val"], classes=CODAN_CLASSES)}
     assert by["test_day"].missing_classes == ["Boat"] and by["test_day"].counts["Boat"] == 0
     assert by["train"].unexpected_folders == ["Truck"]
     assert by["train"].counts["Cup"] == 0 and str(tmp_codan / "train" / "Cup") in by["train"].empty_classes
@@ -135,7 +137,7 @@ def test_in_memory_dataset(tiny_images):
 
 
 def test_capped_listing():
-    from simmm.data.folder import capped
+    from simmm.data.check import capped
 
     assert capped(["a", "b", "c"], 2, "bad files") == ["a", "b", "... and 1 more bad files"]
     assert capped(["a", "b"], 2, "bad files") == ["a", "b"]

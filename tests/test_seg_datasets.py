@@ -19,19 +19,19 @@ from seg_fixtures import (
     write_rgb,
 )
 from simmm.data.acdc import ACDCDataset
-from simmm.data.cityscapes import (
+from simmm.data.cityscapes import CityscapesDataset
+from simmm.data.darkzurich import DarkZurichDataset, DarkZurichPairs, export_server_predictions, read_pairs
+from simmm.data.labels import (
     LABEL_TO_TRAIN,
     LABELS,
     PALETTE,
     STATIC_CLASSES,
     TRAIN_CLASSES,
     TRAIN_TO_LABEL,
-    CityscapesDataset,
     colorize,
     label_ids_to_train_ids,
     train_ids_to_label_ids,
 )
-from simmm.data.darkzurich import DarkZurichDataset, DarkZurichPairs, export_server_predictions, read_pairs
 from simmm.data.nighttime_driving import NighttimeDrivingDataset
 from simmm.data.segmentation import DATASETS, check_segmentation_tree, get_dataset_class
 from simmm.errors import DataError, SimmmError
@@ -437,11 +437,11 @@ def test_data_check_reports_missing_and_malformed(tmp_cityscapes, tmp_path):
     assert str(bad) in probs and "34 (4 px)" in probs
     assert f"unreadable file {img}" in probs
     assert str(tmp_cityscapes / "leftImg8bit" / "test") in probs
-    lines = report.lines()
+    lines = report.lines
     assert any(l.strip().startswith("MISSING") and "test" in l for l in lines)
     assert any(l.strip().startswith("ERROR") and str(bad) in l for l in lines)
     assert "train: 3 images, 2 labelled, 1 without label" in report.format()
-    assert lines[-1] == "result: NOT OK"
+    assert report.format().splitlines()[-1] == "result: NOT OK"
     assert len(report.problems) == 5
     nothing = check_segmentation_tree("cityscapes", tmp_path / "absent")
     assert not nothing.ok and str(tmp_path / "absent") in nothing.problems[0]

@@ -117,7 +117,8 @@ def test_checkpointing_same_outputs_grads_and_bn_stats(backbone, decoder):
     ckpt.set_grad_checkpointing(True)
     assert ckpt.encoder.checkpointing and not plain.encoder.checkpointing
     # the stages really are re-run in the backward pass
-    stage = ckpt.encoder._segments[1].mods[-1]
+    segment = ckpt.encoder._segments[1]
+    stage = segment.body.get_submodule(segment.names[-1])
     calls = []
     stage.register_forward_pre_hook(lambda *a: calls.append(1))
     x = _images()
@@ -239,3 +240,17 @@ def test_offline_efficientnet_lite0_encoder():
         assert model(_images()).shape == (2, 3, 64, 64)
     with pytest.raises(SimmmError, match="offline"):
         create_segmenter("refinenet", backbone="resnet18", pretrained="offline")
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "tf_efficientnet_lite0"])
+def test_encoder_runs_modules_swapped_into_its_tree(backbone):
+    """A module replaced in the tree after the encoder was built (SyncBatchNorm conversion) is the one that runs:
+    the stem's batch norm of a converted encoder gets gradients (the old one, still referenced, would)."""
+    from simmm.dist import SyncBatchNormCPU, convert_sync_batchnorm
+
+    seg = create_segmenter("refinenet", backbone=backbone, num_classes=3, features=8)
+    convert_sync_batchnorm(seg, torch.device("cpu"))
+    norms = [m for m in seg.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, SyncBatchNormCPU) for m in norms)
+    seg(_images()).sum().backward()
+    assert all(m.weight.grad is not None for m in norms)

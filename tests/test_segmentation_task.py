@@ -66,6 +66,25 @@ def test_predict_uses_the_recipe_windows(tmp_path, inference):
     torch.testing.assert_close(logits[0, 1], rows[:, None].expand(5, 7), rtol=0, atol=1e-6)
 
 
+def test_color_jitter_draws_like_one_plain_kornia_call(tmp_path):
+    """The shared jitter consumes the random stream exactly as one ``ColorJitter`` call on the first view: same
+    first view, bit for bit, and the same generator state afterwards (so later draws do not move)."""
+    import kornia.augmentation as K
+
+    task = Segmentation(smoke_recipe(tmp_path))
+    j = task.recipe.data.color_jitter
+    assert j > 0
+    g = torch.Generator().manual_seed(3)
+    views = [torch.rand(2, 3, 8, 12, generator=g) for _ in range(3)]
+    torch.manual_seed(11)
+    expected = K.ColorJitter(j, j, j, 0.0, p=1.0)(views[0])
+    after = torch.get_rng_state()
+    torch.manual_seed(11)
+    out = task.color_augment(views)
+    assert torch.equal(out[0], expected) and torch.equal(torch.get_rng_state(), after)
+    assert not torch.equal(out[1], views[1]) and len(out) == 3
+
+
 def test_smm_smoke_run_end_to_end(tmp_path):
     engine = Engine(smoke_recipe(tmp_path))
     metrics = engine.fit()

@@ -1,14 +1,15 @@
-"""Data utilities: image I/O, class-folder datasets (CODaN), the resumable batch sampler."""
+"""Data utilities: image I/O, class-folder datasets (CODaN), the data-check report, the resumable sampler."""
 
+from .check import DataReport
 from .folder import (
     CODAN_CLASSES,
     CODAN_SPLITS,
-    FolderScanReport,
     ImageFolderDataset,
     InMemoryImageDataset,
     SplitScan,
     folder_layout,
     scan_folder_dataset,
+    scan_splits,
 )
 from .images import (
     IMAGE_EXTENSIONS,
@@ -25,14 +26,15 @@ from .images import (
 from .sampler import ResumableBatchSampler, epoch_permutation
 
 __all__ = [
+    "DataReport",
     "CODAN_CLASSES",
     "CODAN_SPLITS",
-    "FolderScanReport",
     "ImageFolderDataset",
     "InMemoryImageDataset",
     "SplitScan",
     "folder_layout",
     "scan_folder_dataset",
+    "scan_splits",
     "IMAGE_EXTENSIONS",
     "image_to_tensor",
     "is_image_file",

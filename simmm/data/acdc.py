@@ -17,15 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .segmentation import (
-    check_choice,
-    PathLike,
-    SegmentationDataset,
-    SegmentationScanReport,
-    TreeGroup,
-    require_root,
-    scan_groups,
-)
+from .check import DataReport
+from .segmentation_check import scan_groups
+from .segmentation_dataset import SegmentationDataset
+from .tree import PathLike, TreeGroup, check_choice, require_root
 
 ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 ACDC_SPLITS = ("train", "val", "test")
@@ -84,7 +79,7 @@ class ACDCDataset(SegmentationDataset):
 
 def check_acdc_tree(root: PathLike, splits: Optional[Sequence[str]] = None,
                     conditions: Optional[Sequence[str]] = None, *, verify: bool = True,
-                    references: bool = False, pairs=None, max_listed: int = 10) -> SegmentationScanReport:
+                    references: bool = False, pairs=None, max_listed: int = 10) -> DataReport:
     """Data check of an ACDC tree (default: all conditions × train/val/test; labels required for train/val;
     with ``references=True`` every image needs its ``*_rgb_ref_anon.png``)."""
     conds = [check_choice(c, ACDC_CONDITIONS, "ACDC condition") for c in (conditions or ACDC_CONDITIONS)]

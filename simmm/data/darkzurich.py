@@ -45,21 +45,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError, SimmmError
-from .folder import capped
+from .check import DataReport, capped
 from .images import IMAGE_EXTENSIONS, image_to_tensor, read_image
-from .segmentation import (
-    check_choice,
-    CheckItem,
-    PathLike,
-    SegmentationDataset,
-    SegmentationScanReport,
-    TreeGroup,
-    find_images,
-    normalize_size,
-    require_root,
-    resize_image,
-    scan_groups,
-)
+from .segmentation_check import scan_groups
+from .segmentation_dataset import SegmentationDataset, resize_image
+from .tree import PathLike, TreeGroup, check_choice, find_images, normalize_size, require_root
 
 DZ_SPLITS = ("train", "val", "test")
 DZ_CONDITIONS = ("day", "night", "twilight")
@@ -463,7 +453,7 @@ def export_server_predictions(
 def check_darkzurich_tree(root: PathLike, splits: Optional[Sequence[str]] = None,
                           conditions: Optional[Sequence[str]] = None, *, verify: bool = True,
                           references: bool = False, pairs=None,
-                          max_listed: int = 10) -> SegmentationScanReport:
+                          max_listed: int = 10) -> DataReport:
     """Data check of a Dark Zurich tree.
 
     Default folders: train/{day,night,twilight}, val/night (labels required), test/night. ``pairs``:
@@ -477,23 +467,23 @@ def check_darkzurich_tree(root: PathLike, splits: Optional[Sequence[str]] = None
     groups = [darkzurich_group(root_p, s, c) for s in spl for c in (conds or DZ_SPLIT_CONDITIONS[s])]
     report = scan_groups("darkzurich", root_p, darkzurich_layout(root_p), groups, verify=verify,
                          max_listed=max_listed)
-    if not report.root_exists or pairs is False:
+    if not root_p.is_dir() or pairs is False:
         return report
     corresp = root_p.joinpath(*CORRESP_DIR)
     if pairs is None and not corresp.is_dir():
-        report.extra.append(CheckItem("WARN", f"no day-night correspondences at {corresp} (needed only for "
-                                              f"DANIA's paired training)"))
+        report.entry("WARN", f"no day-night correspondences at {corresp} (needed only for DANIA's paired "
+                             f"training)")
         return report
     pairs_file = None if pairs in (None, True) else pairs
     try:
         found, files, errors = _read_pairs(root_p, pairs_file)
     except DataError as e:
-        report.extra.append(CheckItem("MISSING", str(e)))
+        report.entry("MISSING", str(e))
         return report
     where = ", ".join(str(f) for f in files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
-    status = "OK" if not errors else "ERROR"
-    report.extra.append(CheckItem(status, f"day-night pairs: {len(found)} pairs, "
-                                          f"{len({d for _, d in found})} distinct day frames ({where})",
-                                  summary=True))
-    report.extra += [CheckItem("ERROR", msg) for msg in capped(errors, max_listed, "problems in the pairs")]
+    report.entry("OK" if not errors else "ERROR",
+                 f"day-night pairs: {len(found)} pairs, {len({d for _, d in found})} distinct day frames ({where})",
+                 summary=True)
+    for msg in capped(errors, max_listed, "problems in the pairs"):
+        report.entry("ERROR", msg)
     return report

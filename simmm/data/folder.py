@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .check import DataReport, capped, listing
 from .images import (
     IMAGE_EXTENSIONS,
     image_to_tensor,
@@ -46,7 +47,7 @@ __all__ = [
     "ImageFolderDataset",
     "InMemoryImageDataset",
     "SplitScan",
-    "FolderScanReport",
+    "scan_splits",
     "scan_folder_dataset",
     "folder_layout",
 ]
@@ -237,32 +238,9 @@ class InMemoryImageDataset(Dataset):
 # --------------------------------------------------------------------------------------------- data check
 
 
-def listing(items: Sequence[str], max_listed: int) -> str:
-    """``a, b, c, ... (N more)``: at most ``max_listed`` items of a data-check finding."""
-    shown = list(items[:max_listed])
-    more = len(items) - len(shown)
-    return ", ".join(shown) + (f", ... ({more} more)" if more > 0 else "")
-
-
-def capped(messages: Sequence[str], max_listed: int, rest: str) -> List[str]:
-    """The first ``max_listed`` messages, then one line ``... and N more <rest>`` for the others."""
-    out = list(messages[:max_listed])
-    if len(messages) > max_listed:
-        out.append(f"... and {len(messages) - max_listed} more {rest}")
-    return out
-
-
-def report_header(title: str, root, layout: str, root_exists: bool) -> List[str]:
-    """First lines of a data-check report; a missing root ends the report there."""
-    out = [f"{title} root {root} (expected {layout})"]
-    if not root_exists:
-        out += [f"  MISSING  root folder {root}", "result: NOT OK"]
-    return out
-
-
 @dataclass
 class SplitScan:
-    """What :func:`scan_folder_dataset` found in one split folder."""
+    """What :func:`scan_splits` found in one split folder."""
 
     split: str
     path: str
@@ -283,133 +261,58 @@ class SplitScan:
         return (self.exists and not self.missing_classes and not self.unexpected_folders
                 and not self.unreadable and self.total > 0)
 
-
-@dataclass
-class FolderScanReport:
-    """Result of :func:`scan_folder_dataset`; ``ok`` is True when every split is complete and readable.
-
-    Problems (make ``ok`` False): missing root or split, missing class folders, unexpected folders (strict),
-    unreadable images, an empty split. Warnings (reported, ``ok`` unaffected): non-image files, empty class
-    folders.
-    """
-
-    root: str
-    root_exists: bool
-    layout: str
-    classes: Optional[List[str]]
-    splits: List[SplitScan] = field(default_factory=list)
-    max_listed: int = 10
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def problems(self) -> List[str]:
-        """One message per problem (empty when ``ok``)."""
-        out: List[str] = []
-        if not self.root_exists:
-            return [f"dataset root {self.root} does not exist; expected the tree {self.layout}"]
-        if not self.splits:
-            out.append(f"no splits were checked under {self.root}")
-        for s in self.splits:
-            if not s.exists:
-                out.append(f"missing split folder {s.path}; expected the tree {self.layout}")
-                continue
-            if s.missing_classes:
-                paths = [str(Path(s.path) / c) for c in s.missing_classes]
-                out.append(f"missing class folder(s) {self._listing(paths)}")
-            if s.unexpected_folders:
-                paths = [str(Path(s.path) / f) for f in s.unexpected_folders]
-                out.append(f"unexpected folder(s) {self._listing(paths)}: not among the expected classes "
-                           f"{self.classes}")
-            if s.total == 0:
-                out.append(f"no readable images in {s.path}")
-            out += capped([f"unreadable image {path}: {reason}" for path, reason in s.unreadable],
-                          self.max_listed, f"unreadable images in {s.path}")
-        return out
-
-    @property
-    def warnings(self) -> List[str]:
-        """Things worth a look that do not stop training: empty class folders, non-image files."""
-        out: List[str] = []
-        for s in self.splits:
-            if s.empty_classes:
-                out.append(f"class folders without images: {self._listing(s.empty_classes)}")
-            if s.non_image_files:
-                out.append(f"non-image files (ignored): {self._listing(s.non_image_files)}")
-        return out
-
-    def _listing(self, items: Sequence[str]) -> str:
-        return listing(items, self.max_listed)
-
-    def lines(self) -> List[str]:
-        """Human-readable report, one line per entry (``OK``/``MISSING``/``ERROR``/``WARN`` prefixes)."""
-        out = report_header("dataset", self.root, self.layout, self.root_exists)
-        if not self.root_exists:
-            return out
-        for s in self.splits:
-            if not s.exists:
-                out.append(f"  MISSING  split {s.split}: folder {s.path}")
-                continue
-            status = "OK     " if s.ok else "ERROR  "
-            out.append(f"  {status}  split {s.split}: {s.total} images in {len(s.counts)} classes ({s.path})")
-            if s.counts:
-                out.append("           " + ", ".join(f"{c} {n}" for c, n in s.counts.items()))
-            if s.missing_classes:
-                paths = [str(Path(s.path) / c) for c in s.missing_classes]
-                out.append(f"  MISSING  class folders: {self._listing(paths)}")
-            if s.unexpected_folders:
-                out.append(f"  ERROR    unexpected folders (not in {self.classes}): "
-                           f"{self._listing([str(Path(s.path) / f) for f in s.unexpected_folders])}")
-            if s.exists and s.total == 0:
-                out.append(f"  ERROR    no images found in {s.path}")
-            out += [f"  ERROR    {line}" for line in capped([f"unreadable image {path}: {reason}"
-                                                            for path, reason in s.unreadable],
-                                                           self.max_listed, "unreadable images")]
-            if s.empty_classes:
-                out.append(f"  WARN     class folders without images: {self._listing(s.empty_classes)}")
-            if s.non_image_files:
-                out.append(f"  WARN     non-image files (ignored): {self._listing(s.non_image_files)}")
-        out.append("result: OK" if self.ok else "result: NOT OK")
-        return out
-
-    def format(self) -> str:
-        return "\n".join(self.lines())
-
-    def __str__(self) -> str:
-        return self.format()
+    def report_to(self, report: DataReport, layout: str, classes: Optional[List[str]],
+                  max_listed: int) -> None:
+        """Add this split's lines, problems (missing split or class folders, unexpected folders, unreadable
+        images, no images) and warnings (empty class folders, non-image files) to ``report``."""
+        if not self.exists:
+            report.lines.append(f"MISSING  split {self.split}: folder {self.path}")
+            report.problems.append(f"missing split folder {self.path}; expected the tree {layout}")
+            return
+        status = "OK     " if self.ok else "ERROR  "
+        report.lines.append(f"{status}  split {self.split}: {self.total} images in {len(self.counts)} classes "
+                            f"({self.path})")
+        if self.counts:
+            report.lines.append("         " + ", ".join(f"{c} {n}" for c, n in self.counts.items()))
+        if self.missing_classes:
+            paths = listing([str(Path(self.path) / c) for c in self.missing_classes], max_listed)
+            report.lines.append(f"MISSING  class folders: {paths}")
+            report.problems.append(f"missing class folder(s) {paths}")
+        if self.unexpected_folders:
+            paths = listing([str(Path(self.path) / f) for f in self.unexpected_folders], max_listed)
+            report.lines.append(f"ERROR    unexpected folders (not in {classes}): {paths}")
+            report.problems.append(f"unexpected folder(s) {paths}: not among the expected classes {classes}")
+        if self.total == 0:
+            report.lines.append(f"ERROR    no images found in {self.path}")
+            report.problems.append(f"no readable images in {self.path}")
+        unreadable = [f"unreadable image {path}: {reason}" for path, reason in self.unreadable]
+        report.lines += [f"ERROR    {line}" for line in capped(unreadable, max_listed, "unreadable images")]
+        report.problems += capped(unreadable, max_listed, f"unreadable images in {self.path}")
+        if self.empty_classes:
+            line = f"class folders without images: {listing(self.empty_classes, max_listed)}"
+            report.lines.append(f"WARN     {line}")
+            report.warnings.append(line)
+        if self.non_image_files:
+            line = f"non-image files (ignored): {listing(self.non_image_files, max_listed)}"
+            report.lines.append(f"WARN     {line}")
+            report.warnings.append(line)
 
 
-def scan_folder_dataset(
-    root: PathLike,
+def scan_splits(
+    root: Path,
     splits: Sequence[str],
     classes: Optional[Sequence[str]] = None,
     strict_classes: bool = True,
     verify: bool = True,
-) -> FolderScanReport:
-    """Check a ``ROOT/<split>/<Class>/*.<ext>`` tree without raising: the report says what is wrong.
-
-    Args:
-        root: dataset root.
-        splits: split folders to check (e.g. :data:`CODAN_SPLITS`).
-        classes: expected class folders (label order); ``None`` accepts whatever folders exist.
-        strict_classes: count folders not named in ``classes`` as problems.
-        verify: decode every image completely (finds truncated/corrupt files; slower).
-
-    Returns:
-        A :class:`FolderScanReport`; print ``report.format()``; ``report.ok`` for the exit status.
-    """
-    root_p = Path(root).expanduser()
+) -> List[SplitScan]:
+    """What each split folder of a ``ROOT/<split>/<Class>/*.<ext>`` tree holds (arguments as in
+    :func:`scan_folder_dataset`); ``root`` must exist."""
     cls_list = list(classes) if classes is not None else None
-    report = FolderScanReport(root=str(root_p), root_exists=root_p.is_dir(),
-                              layout=folder_layout(root_p, splits), classes=cls_list)
-    if not report.root_exists:
-        return report
+    scans: List[SplitScan] = []
     for split in splits:
-        d = root_p / split
+        d = root / split
         scan = SplitScan(split=str(split), path=str(d), exists=d.is_dir())
-        report.splits.append(scan)
+        scans.append(scan)
         if not scan.exists:
             continue
         entries = _visible(d.iterdir())
@@ -443,4 +346,40 @@ def scan_folder_dataset(
             scan.counts[c] = 0
         if cls_list is not None:
             scan.counts = {c: scan.counts[c] for c in cls_list}
+    return scans
+
+
+def scan_folder_dataset(
+    root: PathLike,
+    splits: Sequence[str],
+    classes: Optional[Sequence[str]] = None,
+    strict_classes: bool = True,
+    verify: bool = True,
+    max_listed: int = 10,
+) -> DataReport:
+    """Check a ``ROOT/<split>/<Class>/*.<ext>`` tree without raising: the report says what is wrong.
+
+    Args:
+        root: dataset root.
+        splits: split folders to check (e.g. :data:`CODAN_SPLITS`).
+        classes: expected class folders (label order); ``None`` accepts whatever folders exist.
+        strict_classes: count folders not named in ``classes`` as problems.
+        verify: decode every image completely (finds truncated/corrupt files; slower).
+        max_listed: how many files each report entry lists before "... (N more)".
+
+    Returns:
+        A :class:`~simmm.data.check.DataReport`; print ``report.format()``; ``report.ok`` for the exit status.
+        Problems: missing root or split, missing class folders, unexpected folders (strict), unreadable
+        images, an empty split. Warnings: non-image files, empty class folders.
+    """
+    root_p = Path(root).expanduser()
+    layout = folder_layout(root_p, splits)
+    report = DataReport.for_root("dataset", root_p, layout)
+    if not report.ok:
+        return report
+    if not splits:
+        report.problems.append(f"no splits were checked under {root_p}")
+    cls_list = list(classes) if classes is not None else None
+    for scan in scan_splits(root_p, splits, cls_list, strict_classes, verify):
+        scan.report_to(report, layout, cls_list, max_listed)
     return report

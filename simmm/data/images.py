@@ -39,6 +39,7 @@ __all__ = [
     "load_image_tensor",
     "save_image",
     "save_grid",
+    "verify_images",
 ]
 
 

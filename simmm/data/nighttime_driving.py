@@ -15,14 +15,10 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import SimmmError
-from .segmentation import (
-    PathLike,
-    SegmentationDataset,
-    SegmentationScanReport,
-    TreeGroup,
-    require_root,
-    scan_groups,
-)
+from .check import DataReport
+from .segmentation_check import scan_groups
+from .segmentation_dataset import SegmentationDataset
+from .tree import PathLike, TreeGroup, require_root
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIXES = (("_gtCoarse_labelIds.png", "labelIds"), ("_gtCoarse_labelTrainIds.png", "trainIds"))
@@ -66,7 +62,7 @@ class NighttimeDrivingDataset(SegmentationDataset):
 
 def check_nighttime_driving_tree(root: PathLike, splits: Optional[Sequence[str]] = None, conditions=None, *,
                                  verify: bool = True, references: bool = False, pairs=None,
-                                 max_listed: int = 10) -> SegmentationScanReport:
+                                 max_listed: int = 10) -> DataReport:
     """Data check of the Nighttime Driving tree (one folder: test/night)."""
     if splits and list(splits) != ["test"]:
         raise SimmmError(f"Nighttime Driving has only the split 'test', got {list(splits)}")

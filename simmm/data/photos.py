@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+__all__ = ["PHOTOS", "load_photo", "photo_crops"]
+
 # real colour photographs bundled with scikit-image (CC0 / public domain, see skimage/data/README.txt)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
           "stereo_motorcycle", "retina")

@@ -66,57 +66,60 @@ class _FrozenBNStats:
 
 
 class _Segment:
-    """A run of modules applied in sequence. A plain object, not an ``nn.Module``: the modules stay owned
-    (and named) by timm's feature extractor; ``copy.deepcopy`` of the encoder keeps the references
-    consistent."""
+    """A run of ``body``'s submodules applied in sequence, held by name and looked up at each call. A plain object,
+    not an ``nn.Module``: the modules stay owned (and named) by timm's feature extractor, and a module swapped in
+    the tree later (``SyncBatchNorm`` conversion) is the one that runs; ``copy.deepcopy`` of the encoder keeps
+    ``body`` consistent."""
 
-    def __init__(self, modules: Sequence[nn.Module]):
-        self.mods = list(modules)
+    def __init__(self, body: nn.Module, names: Sequence[str]):
+        self.body = body
+        self.names = list(names)
 
     def __call__(self, x: Tensor) -> Tensor:
-        for m in self.mods:
-            x = m(x)
+        for name in self.names:
+            x = self.body.get_submodule(name)(x)
         return x
 
     def modules(self):
-        for m in self.mods:
-            yield from m.modules()
+        for name in self.names:
+            yield from self.body.get_submodule(name).modules()
 
 
-def _split_into_segments(body: nn.Module) -> Optional[List[List[nn.Module]]]:
-    """One list of modules per returned feature map (stem included in the first), in order; ``None`` when
+def _split_into_segments(body: nn.Module) -> Optional[List[List[str]]]:
+    """One list of module names per returned feature map (stem included in the first), in order; ``None`` when
     ``body`` is not one of the timm feature classes whose structure we know."""
-    from timm.models._features import FeatureDictNet
+    from timm.models import EfficientNetFeatures, FeatureDictNet, MobileNetV3Features
 
-    steps: List[nn.Module] = []
+    steps: List[str] = []
     emits: List[bool] = []
     if isinstance(body, FeatureDictNet):
         fmt = str(getattr(body, "output_fmt", "NCHW"))
         if "NCHW" not in fmt or getattr(body, "concat", False):
             return None
-        for name, module in body.items():
-            steps.append(module)
+        for name, _ in body.items():
+            steps.append(name)
             emits.append(name in body.return_layers)
     elif (
-        isinstance(getattr(body, "blocks", None), nn.Sequential) and hasattr(body, "conv_stem")
-        and getattr(body, "feature_hooks", 1) is None and hasattr(body, "_stage_out_idx")
-    ):  # timm EfficientNetFeatures / MobileNetV3Features: stem children, then `blocks`, all in order
+        isinstance(body, (EfficientNetFeatures, MobileNetV3Features))
+        and isinstance(getattr(body, "blocks", None), nn.Sequential) and hasattr(body, "conv_stem")
+        and getattr(body, "feature_hooks", 1) is None
+    ):  # stem children, then `blocks`, all in order; a map after the stem (stage 0) or after block i (stage i+1)
         names = [n for n, _ in body.named_children()]
         if names[-1] != "blocks" or not set(names[:-1]) <= {"conv_stem", "bn1", "act1"}:
             return None
-        out_idx = set(int(i) for i in body._stage_out_idx)
+        out_idx = {int(info["stage"]) for info in body.feature_info.get_dicts()}
         for n in names[:-1]:
-            steps.append(getattr(body, n))
+            steps.append(n)
             emits.append(False)
         if emits:
             emits[-1] = 0 in out_idx
-        for i, block in enumerate(body.blocks):
-            steps.append(block)
+        for i, _ in enumerate(body.blocks):
+            steps.append(f"blocks.{i}")
             emits.append(i + 1 in out_idx)
     else:
         return None
-    segments: List[List[nn.Module]] = []
-    current: List[nn.Module] = []
+    segments: List[List[str]] = []
+    current: List[str] = []
     for module, emit in zip(steps, emits):
         current.append(module)
         if emit:
@@ -188,7 +191,7 @@ class Encoder(nn.Module):
         segments = _split_into_segments(self.body)
         if segments is not None and len(segments) != len(self.channels):  # pragma: no cover - defensive
             segments = None
-        self._segments = None if segments is None else [_Segment(s) for s in segments]
+        self._segments = None if segments is None else [_Segment(self.body, s) for s in segments]
         self.checkpointing = False
         self.set_grad_checkpointing(checkpointing)
 
