@@ -79,12 +79,33 @@ def any_true(flag: bool, device: torch.device) -> bool:
 
 
 def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    """Sum of ``t`` over processes (a copy; ``t`` itself in one process)."""
+    """Sum of ``t`` over processes, as a copy (``t`` is untouched). NCCL reduces on the GPU: a CPU tensor makes the
+    trip there and back."""
+    out = t.clone()
     if not is_distributed():
-        return t
-    t = t.clone()
-    td.all_reduce(t)
-    return t
+        return out
+    if td.get_backend() == "nccl" and out.device.type != "cuda":
+        moved = out.to(torch.device("cuda", torch.cuda.current_device()))
+        td.all_reduce(moved)
+        return moved.to(t.device)
+    td.all_reduce(out)
+    return out
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose gradient is the sum over processes of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        td.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        td.all_reduce(grad)
+        return grad
 
 
 def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
@@ -108,9 +129,10 @@ class SyncBatchNormCPU(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are taken over the whole batch of all processes, on any device.
 
     ``torch.nn.SyncBatchNorm`` runs on GPUs only; this is its CPU counterpart (gloo), for ``sync_bn: true`` in CPU
-    runs. With per-process sums S1 = Σx, S2 = Σx² and counts n over (B, H, W), all-reduced with a differentiable
-    all-reduce: μ = ΣS1/Σn, σ² = ΣS2/Σn − μ² (biased, for normalising), and the running variance gets the unbiased
-    σ²·N/(N−1), as ``BatchNorm`` does. In one process, or in eval mode, it is plain batch norm.
+    runs. Each process takes the count n_i, mean μ_i and biased variance σ_i² of its share over (B, H, W); a
+    differentiable all-reduce gathers them; the pooled μ = Σ n_i μ_i / N and σ² = Σ n_i (σ_i² + (μ_i − μ)²) / N
+    normalise, and the running variance gets the unbiased σ²·N/(N−1), as ``BatchNorm`` does. In one process, or in
+    eval mode, it is plain batch norm.
     """
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
@@ -121,17 +143,18 @@ class SyncBatchNormCPU(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(input)
         if not (self.training and is_distributed() and world_size() > 1):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
-        dims = [0] + list(range(2, input.dim()))
+        c, dims = input.shape[1], [0] + list(range(2, input.dim()))
         x = input.float()
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-        stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        stats = all_reduce(stats)
-        c = x.shape[1]
-        total = stats[-1]
-        mean = stats[:c] / total
-        var = (stats[c:2 * c] / total - mean * mean).clamp_min(0)
+        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
+        n = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
+        # every process's (n, mean, var) in its own row; a differentiable sum over processes gathers them
+        rows = torch.zeros(world_size(), 2 * c + 1, dtype=x.dtype, device=x.device)
+        rows = rows.index_put((torch.tensor([rank()], device=x.device),), torch.cat([n, mean, var])[None])
+        rows = _AllReduceSum.apply(rows)
+        counts, means, variances = rows[:, :1], rows[:, 1:c + 1], rows[:, c + 1:]
+        total = counts.sum()
+        mean = (counts * means).sum(0) / total  # Chan et al.: pooled mean and variance, no E[x²] - E[x]² loss
+        var = (counts * (variances + (means - mean) ** 2)).sum(0) / total
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

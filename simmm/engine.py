@@ -137,7 +137,7 @@ class Engine:
             self.optimizers[name] = build_optimizer(cfg, player.parameters())
             self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(self.optimizers[name],
                                                                       lr_lambda(cfg, self.steps[name]))
-        self._nets: dict[str, dict[str, nn.Module]] = {}
+        self._nets: dict[int, nn.Module] = {}  # id(module) -> its DistributedDataParallel wrapper
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.global_step = 0
         self.consumed: dict[str, int] = {name: 0 for name in self.streams}
@@ -216,17 +216,18 @@ class Engine:
 
     # ----------------------------------------------------------------------------------------------- steps
     def _nets_of(self, player: Player) -> dict[str, nn.Module]:
-        """The player's modules as they train: wrapped in DistributedDataParallel in a distributed run (built the
-        first time the player trains, when its parameters require gradients)."""
+        """The player's modules as they train: in a distributed run, each wrapped in DistributedDataParallel the
+        first time a player trains it (its parameters then require gradients). A module trained by several players
+        (SMM's model: day, then extractor) has one wrapper: two would both hook its gradients and reduce them twice."""
         if not dist.is_distributed():
             return player.modules
-        if player.name not in self._nets:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self._nets[player.name] = {
-                name: nn.parallel.DistributedDataParallel(module, device_ids=ids)
-                if any(p.requires_grad for p in module.parameters()) else module
-                for name, module in player.modules.items()}
-        return self._nets[player.name]
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        nets = {}
+        for name, module in player.modules.items():
+            if id(module) not in self._nets and any(p.requires_grad for p in module.parameters()):
+                self._nets[id(module)] = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+            nets[name] = self._nets.get(id(module), module)
+        return nets
 
     def _step(self, player: Player, batches: Optional[dict] = None) -> tuple[bool, torch.Tensor, dict]:
         """One step of one player: its batches, its loss, the update. Returns (updated?, loss, terms)."""

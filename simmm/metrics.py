@@ -21,10 +21,9 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.distributed as td
 
 from .data.labels import TRAIN_CLASSES
-from .dist import is_distributed
+from .dist import sum_over_ranks
 
 __all__ = [
     "CITYSCAPES_CLASSES",
@@ -36,19 +35,6 @@ __all__ = [
 CITYSCAPES_CLASSES = TRAIN_CLASSES  # the 19 evaluation classes, in train-id order
 
 _NAN = float("nan")
-
-
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum ``t`` over the default process group (a copy; ``t`` is untouched). Identity when not distributed."""
-    out = t.clone()
-    if not is_distributed():
-        return out
-    if td.get_backend() == "nccl" and out.device.type != "cuda":
-        moved = out.to(torch.device("cuda", torch.cuda.current_device()))
-        td.all_reduce(moved, op=td.ReduceOp.SUM)
-        return moved.to(t.device)
-    td.all_reduce(out, op=td.ReduceOp.SUM)
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -110,7 +96,7 @@ class Accuracy:
     def all_reduce(self) -> "Accuracy":
         """Sum the counts over all processes (no-op without ``torch.distributed``); call before ``compute()``."""
         local = self._counts if self._counts is not None else torch.zeros(2, dtype=torch.long)
-        self._synced = _all_reduce_sum(local)
+        self._synced = sum_over_ranks(local)
         return self
 
     @property
@@ -215,7 +201,7 @@ class ConfusionMatrix:
 
         The local counts are kept, so calling it twice (or again after more updates) never double-counts.
         """
-        self._synced = _all_reduce_sum(self._local_or_zeros())
+        self._synced = sum_over_ranks(self._local_or_zeros())
         return self
 
     def _local_or_zeros(self) -> torch.Tensor:

@@ -22,6 +22,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+from simmm.atomic import atomic_write
 from simmm.backbones import Normalize, backbone_normalization, create_backbone
 from simmm.byol import BYOLHeads
 from simmm.data.folder import CODAN_CLASSES, ImageFolderDataset, InMemoryImageDataset, scan_folder_dataset
@@ -246,10 +247,7 @@ class Classification(TaskAdapter):
             for i in range(len(images)):
                 params: NightParams = PRESETS[presets[i % len(presets)]]
                 night[i] = simulate_night(images[i:i + 1], params, seed=ns.seed * 1_000_003 + i)[0]
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            torch.save(night, tmp)
-            tmp.replace(cache)
+            atomic_write(cache, lambda handle: torch.save(night, handle))
         return InMemoryImageDataset(night, labels)
 
     def check_data(self) -> DataReport:

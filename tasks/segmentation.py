@@ -25,6 +25,7 @@ from torch import nn
 from simmm.byol import BYOLHeads
 from simmm.data.labels import TRAIN_CLASSES
 from simmm.data.segmentation import check_segmentation_tree, get_dataset_class
+from simmm.dist import is_distributed, sum_over_ranks, world_size
 from simmm.errors import RecipeError
 from simmm.inference import predict_sliding, predict_whole
 from simmm.metrics import ConfusionMatrix
@@ -206,7 +207,16 @@ class Segmentation(TaskAdapter):
 
     # --- objective and metrics -----------------------------------------------------------------------------
     def task_loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(output.float(), batch["target"], ignore_index=IGNORE)
+        """Pixel cross-entropy, averaged over the labelled pixels of the whole batch. In a distributed run the
+        batch is every process's share: each divides its sum by the mean labelled-pixel count of a process, so
+        that the gradients DDP averages are those of one process holding the whole batch (a plain per-process
+        mean would weigh a process's pixels by how many of its pixels are labelled)."""
+        if not is_distributed():
+            return F.cross_entropy(output.float(), batch["target"], ignore_index=IGNORE)
+        labelled = (batch["target"] != IGNORE).sum().to(torch.float64)
+        per_process = sum_over_ranks(labelled) / world_size()
+        total = F.cross_entropy(output.float(), batch["target"], ignore_index=IGNORE, reduction="sum")
+        return total / per_process.clamp_min(1.0).to(total.dtype)
 
     def predict(self, model: nn.Module, images: torch.Tensor, size=None) -> torch.Tensor:
         """Logits at the images' resolution (predicted at ``size`` when given), whole or sliding-window."""
@@ -229,7 +239,7 @@ class Segmentation(TaskAdapter):
             if logits.shape[-2:] != target.shape[-2:]:  # score at the label's native resolution
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
             matrix.update(logits, target)
-        result = matrix.compute()
+        result = matrix.all_reduce().compute()  # each process scored its share of the set
         metrics = {f"{eval_set.name}/mIoU": result["mIoU"], f"{eval_set.name}/pixel_acc": result["pixel_accuracy"]}
         for cls, iou in zip(TRAIN_CLASSES, result["per_class_iou"]):
             metrics[f"{eval_set.name}/IoU_{cls.replace(' ', '_')}"] = iou

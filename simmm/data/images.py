@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic import atomic_write
 from ..errors import DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -329,8 +330,5 @@ def verify_images(paths: Sequence[PathLike], cache_dir: Optional[PathLike] = Non
         bad_set = {str(p) for p, _ in bad}
         good = {**{k: v for k, v in known.items() if k in stamps},
                 **{str(p): stamps[str(p)] for p in todo if str(p) not in bad_set}}
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(good))
-        tmp.replace(cache_file)
+        atomic_write(cache_file, lambda handle: handle.write(json.dumps(good).encode()))
     return bad
