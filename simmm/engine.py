@@ -28,6 +28,7 @@ from simmm.byol import copy_as_target, update_momentum
 from simmm.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from simmm.darkening import DarkeningNet
 from simmm.darkening_losses import DarkeningLoss
+from simmm.data.loader import next_batch
 from simmm.data.sampler import ResumableBatchSampler
 from simmm.errors import CheckpointError, RecipeError, SimmmError
 from simmm.exposure import compound_exposure, sample_exposure
@@ -262,7 +263,7 @@ class Engine:
                                                  # the global RNG, or a resumed run would diverge
                                                  generator=torch.Generator().manual_seed(self.recipe.seed))
             self._iters[player] = iter(loader)
-        batch = next(self._iters[player])
+        batch = next_batch(self._iters[player], player)
         self.consumed[player] += 1
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
