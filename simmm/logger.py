@@ -48,8 +48,8 @@ class RunLogger:
             self.progress.start()
 
     def _read_existing(self, start_step: int) -> list[dict]:
-        """On resume, keep the rows of steps up to ``start_step`` (later ones are about to be redone); a last line
-        torn by a run killed while appending it is dropped."""
+        """On resume, keep the rows of steps up to ``start_step`` (later ones are about to be redone); a last
+        line torn by a run killed while appending it is dropped."""
         if start_step == 0 or not self.csv_path.exists():
             return []
         lines = self.csv_path.read_text().splitlines(keepends=True)

@@ -1,4 +1,4 @@
-"""Run the simmm command line with one fault injected into the N-th save of ``last.pt`` (tests/test_faults.py).
+"""Run the simmm command line with a fault injected into the N-th save of ``last.pt``, for test_faults.py.
 
     python tests/fault_driver.py FAULT N ARGS...      # ARGS as for `python -m simmm`
 
@@ -8,11 +8,11 @@ FAULT is one of
 * ``kill-step``: SIGKILL as the N-th save begins: the step is computed, nothing of it is on disk;
 * ``kill-write``: SIGKILL halfway through writing the N-th save's temporary file (half of it synced to disk);
 * ``kill-rename``: SIGKILL once the temporary file is complete and synced, before it is renamed over last.pt;
-* ``disk-full``: the N-th save's temporary file is the device /dev/full, whose writes fail with ENOSPC as a full
-  disk's do.
+* ``disk-full``: the N-th save's temporary file is the device /dev/full, whose writes fail with ENOSPC as a
+  full disk's do.
 
-A save is recognised by the temporary file it asks ``tempfile.mkstemp`` for (``.last.pt.*.tmp``), so the driver
-needs nothing of the engine's internals.
+A save is recognised by the temporary file it asks ``tempfile.mkstemp`` for (``.last.pt.*.tmp``), so the
+driver needs nothing of the engine's internals.
 """
 import io
 import os

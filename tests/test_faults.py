@@ -3,15 +3,15 @@
 A training run killed at any moment (mid-step, mid-write of a checkpoint, between the temporary file and its
 rename) or stopped by a full disk leaves only readable checkpoints, and ``--resume`` ends bitwise where an
 uninterrupted run ends. Files that are not simmm checkpoints of this model (foreign, truncated, crafted to run
-code) are refused with one clear line and nothing of them runs. A loss that turns NaN stops the run with the last
-good state saved; a data-loader worker that dies ends in a clear error with the last checkpoint intact.
+code) are refused with one clear line and nothing of them runs. A loss that turns NaN stops the run with the
+last good state saved; a data-loader worker that dies ends in a clear error with the last checkpoint intact.
 
 Run alone with ``python -m pytest -m faults``.
 """
-import csv
 import errno
 import gc
 import os
+import pickle
 import random
 import re
 import shlex
@@ -19,6 +19,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from simmm.errors import CheckpointError, DataError, SimmmError
 from simmm.logger import RunLogger
 from simmm.recipe import recipe_from_dict
 from simmm.task import EvalSet, Forward, TaskAdapter, register_task
+from simmm.tasks.classification import top1
 
 pytestmark = pytest.mark.faults
 
@@ -90,12 +92,12 @@ def readable_checkpoints(folder: Path) -> dict[str, dict]:
     return {path.name: load_checkpoint(path) for path in sorted(folder.glob("*.pt"))}
 
 
-# ------------------------------------------------------------------------------------- killed runs, full disk
+# ----------------------------------------------------------------------------------- killed runs, full disk
 
 
 def test_killed_anywhere_or_out_of_disk_then_resumed_is_bitwise_exact(tmp_codan, tmp_path):
-    """Four faults at seeded random steps of one run, each followed by --resume: the end is bitwise the end of a
-    run never interrupted (weights, optimisers, RNGs, metrics.csv, eval.json, report.json)."""
+    """Four faults at seeded random steps of one run, each followed by --resume: the end is bitwise the end of
+    a run never interrupted (weights, optimisers, RNGs, metrics.csv, eval.json, report.json)."""
     rng = random.Random(2024)
     faults = rng.sample(["kill-step", "kill-write", "kill-rename", "disk-full"], 4)
     steps = sorted(rng.sample(range(2, TOTAL_STEPS + 1), 4))
@@ -112,8 +114,8 @@ def test_killed_anywhere_or_out_of_disk_then_resumed_is_bitwise_exact(tmp_codan,
         if fault == "disk-full":
             assert out.returncode == 2, (where, out.stderr)
             message = " ".join(out.stderr[out.stderr.index("error: "):].split())
-            assert message.startswith(f"error: checkpoint {checkpoints / 'last.pt'}: cannot be written: no space "
-                                      "left on the device ("), (where, message)
+            assert message.startswith(f"error: checkpoint {checkpoints / 'last.pt'}: cannot be written: no "
+                                      "space left on the device ("), (where, message)
             assert "MiB free in" in message and "continue with --resume" in message, message
         else:
             assert out.returncode == -signal.SIGKILL, (where, out.returncode, out.stderr[-2000:])
@@ -147,7 +149,8 @@ def previous(tmp_path) -> Path:
 
 
 def fill_disk_on_write(monkeypatch):
-    """The checkpoint's temporary file is created, but its bytes go to /dev/full: ENOSPC as the kernel says it."""
+    """The checkpoint's temporary file is created, but its bytes go to /dev/full: ENOSPC as the kernel says
+    it."""
     real = simmm.checkpoint.tempfile.mkstemp
 
     def mkstemp(*args, **kwargs):
@@ -158,6 +161,19 @@ def fill_disk_on_write(monkeypatch):
     monkeypatch.setattr(simmm.checkpoint.tempfile, "mkstemp", mkstemp)
 
 
+def fill_disk_in_the_zip_writer(monkeypatch):
+    """What torch.save itself raises when a write fails mid-file (seen writing to /dev/full): a RuntimeError
+    of its zip writer, with the OSError only as its context. (In save_checkpoint, closing the file usually
+    raises the OSError again; this is the case where closing succeeds.)"""
+    def save(obj, handle):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(simmm.checkpoint.torch, "save", save)
+
+
 def fill_disk_on_fsync(monkeypatch):
     """The bytes are accepted, the flush to disk fails (as on NFS or a quota)."""
     def fsync(fd):
@@ -166,14 +182,14 @@ def fill_disk_on_fsync(monkeypatch):
     monkeypatch.setattr(simmm.checkpoint.os, "fsync", fsync)
 
 
-@pytest.mark.parametrize("fill", [fill_disk_on_write, fill_disk_on_fsync])
+@pytest.mark.parametrize("fill", [fill_disk_on_write, fill_disk_in_the_zip_writer, fill_disk_on_fsync])
 def test_disk_full_keeps_the_previous_checkpoint(previous, monkeypatch, fill):
     if fill is fill_disk_on_write and not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
     before = previous.read_bytes()
     fill(monkeypatch)
-    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(previous))}: cannot be written: no space "
-                       rf"left on the device \(\d+ MiB free in {re.escape(str(previous.parent))}\)"):
+    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(previous))}: cannot be written: "
+                       rf"no space left on the device \(\d+ MiB free in {re.escape(str(previous.parent))}\)"):
         save_checkpoint({"step": 2, "weights": torch.zeros(100_000)}, previous)
     monkeypatch.undo()
     assert previous.read_bytes() == before
@@ -223,12 +239,12 @@ def test_stale_temp_files_are_never_read_and_the_next_save_removes_them(previous
 
 
 def test_resumed_log_drops_the_rows_to_be_redone_and_a_torn_last_line(tmp_path):
-    # a run saved step 2, logged step 3, and was killed while appending step 4's row
-    (tmp_path / "metrics.csv").write_text("step,kind,loss\n1,day,0.5\n2,day,0.4\n3,day,0.3\n4,da")
-    logger = RunLogger(tmp_path, total_steps=5, tensorboard="off", progress=False, start_step=2)
-    assert (tmp_path / "metrics.csv").read_text() == "step,kind,loss\n1,day,0.5\n2,day,0.4\n"
-    logger.log(3, "day", {"loss": 0.25})
-    assert (tmp_path / "metrics.csv").read_text() == "step,kind,loss\n1,day,0.5\n2,day,0.4\n3,day,0.25\n"
+    # a run saved step 10, logged step 11, and was killed while appending step 12's row: only its "1" is there
+    (tmp_path / "metrics.csv").write_text("step,kind,loss\n9,day,0.5\n10,day,0.4\n11,day,0.3\n1")
+    logger = RunLogger(tmp_path, total_steps=20, tensorboard="off", progress=False, start_step=10)
+    assert (tmp_path / "metrics.csv").read_text() == "step,kind,loss\n9,day,0.5\n10,day,0.4\n"
+    logger.log(11, "day", {"loss": 0.25})
+    assert (tmp_path / "metrics.csv").read_text() == "step,kind,loss\n9,day,0.5\n10,day,0.4\n11,day,0.25\n"
     logger.close()
 
 
@@ -237,17 +253,20 @@ def test_a_log_killed_while_rewritten_keeps_its_rows(tmp_path, monkeypatch):
     logger.log(1, "day", {"loss": 0.5})
     before = (tmp_path / "metrics.csv").read_text()
 
-    def killed(self, rows):
-        raise KeyboardInterrupt  # the run stops while the file is rewritten with a wider header
+    real_write_text = Path.write_text
 
-    monkeypatch.setattr(csv.DictWriter, "writerows", killed)
+    def killed(self, data, *args, **kwargs):  # the run stops halfway through rewriting it with a wider header
+        real_write_text(self, data[: len(data) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", killed)
     with pytest.raises(KeyboardInterrupt):
         logger.log(1, "eval", {"day_test/top1": 50.0})
     assert (tmp_path / "metrics.csv").read_text() == before
     logger.close()
 
 
-# ------------------------------------------------------------------------------------- files that are not ours
+# ----------------------------------------------------------------------------------- files that are not ours
 
 
 class RunsCode:
@@ -271,13 +290,13 @@ def write_bad(kind: str, folder: Path) -> tuple[Path, str]:
         return path, "not a simmm checkpoint: it holds a Tensor"
     if kind == "foreign_state_dict":
         torch.save({"conv1.weight": torch.zeros(2, 3, 3, 3), "fc.weight": torch.zeros(10, 2)}, path)
-        return path, r"not a simmm checkpoint: it holds a dict without simmm's 'format' entry \(keys: conv1.weight"
+        return path, r"not a simmm checkpoint: it holds a dict without simmm's 'format' entry \(keys: conv1"
     if kind == "other_backbone":
         save_checkpoint({"signature": {**SIGNATURE, "backbone": "resnet10t"}, "modules": {}}, path)
-        return path, "is from another model: backbone: checkpoint has 'resnet10t', this recipe builds 'test_resnet'"
+        return path, "from another model: backbone: checkpoint has 'resnet10t', this recipe builds 'test_res"
     if kind == "other_classes":
         save_checkpoint({"signature": {**SIGNATURE, "num_classes": 3}, "modules": {}}, path)
-        return path, "is from another model: num_classes: checkpoint has 3, this recipe builds 10"
+        return path, "from another model: num_classes: checkpoint has 3, this recipe builds 10"
     if kind == "truncated":
         save_checkpoint({"signature": SIGNATURE, "modules": {"model": {"w": torch.zeros(1000)}}}, path)
         path.write_bytes(path.read_bytes()[:2000])
@@ -285,22 +304,25 @@ def write_bad(kind: str, folder: Path) -> tuple[Path, str]:
     if kind == "empty":
         path.write_bytes(b"")
         return path, r"cannot be read: the file is empty \(0 bytes\)"
+    if kind == "raw_pickle":  # pickle.dump of an object that runs code: not even torch's format
+        path.write_bytes(pickle.dumps(RunsCode(folder / "marker"), protocol=4))
+        return path, r"cannot be read: not a file written by torch.save \(\d+ bytes\)"
     if kind in ("runs_code", "runs_code_legacy"):
         torch.save({"format": 1, "signature": SIGNATURE, "payload": RunsCode(folder / "marker")}, path,
                    _use_new_zipfile_serialization=kind == "runs_code")
-        return path, (r"refused: it holds Python objects, not only tensors and plain values \(GLOBAL \w+.system\), "
-                      "and loading those could run code; nothing of it was loaded")
+        return path, (r"refused: it holds Python objects, not only tensors and plain values \(GLOBAL "
+                      r"\w+.system\), and loading those could run code; nothing of it was loaded")
     raise ValueError(kind)
 
 
-BAD_FILES = ["tensor", "foreign_state_dict", "other_backbone", "other_classes", "truncated", "empty", "runs_code",
-       "runs_code_legacy"]
+BAD_FILES = ["tensor", "foreign_state_dict", "other_backbone", "other_classes", "truncated", "empty",
+             "raw_pickle", "runs_code", "runs_code_legacy"]
 
 
 @pytest.mark.parametrize("kind", BAD_FILES)
 def test_bad_checkpoints_are_refused_naming_the_file(tmp_path, kind):
     path, says = write_bad(kind, tmp_path)
-    with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(str(path))}:? {says}") as caught:
+    with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(str(path))}(:| is) {says}") as caught:
         load_checkpoint(path, signature=SIGNATURE)
     assert "\n" not in str(caught.value) and "weights_only" not in str(caught.value)
     assert not (tmp_path / "marker").exists()
@@ -322,16 +344,17 @@ def test_cli_eval_refuses_bad_checkpoints_in_one_line(tmp_codan, tmp_path, capsy
         err = capsys.readouterr().err
         assert " ".join(err.split()) == f"error: {message_of(path)}", kind
     assert not (tmp_path / "marker").exists()
-    # and in a fresh process, where nothing of the test suite is imported
-    path, _ = write_bad("runs_code", tmp_path)
-    out = subprocess.run([sys.executable, "-m", "simmm", "eval", SMOKE, *args, "--checkpoint", str(path)], cwd=REPO,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    # and in a fresh process, where nothing of the test suite is imported and nothing filters warnings
+    path, _ = write_bad("raw_pickle", tmp_path)
+    out = subprocess.run([sys.executable, "-m", "simmm", "eval", SMOKE, *args, "--checkpoint", str(path)],
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 2
     assert " ".join(out.stderr.split()) == f"error: {message_of(path)}"
     assert not (tmp_path / "marker").exists()
 
 
-# ------------------------------------------------------------------------------------- NaN, dead data workers
+# ----------------------------------------------------------------------------------- NaN, dead data workers
 
 
 @dataclass
@@ -361,8 +384,6 @@ class Blobs(torch.utils.data.Dataset):
         self.loads += 1
         if self.mortal and torch.utils.data.get_worker_info() is not None \
                 and str(self.loads) == os.environ.get("SIMMM_FAULTS_DIE_AT_LOAD"):
-            import time
-
             time.sleep(1.0)
             os._exit(3)
         return {"image": self.images[i], "target": self.labels[i]}
@@ -370,8 +391,8 @@ class Blobs(torch.utils.data.Dataset):
 
 @register_task("faults_tiny")
 class FaultTask(TaskAdapter):
-    """A day-only task small enough to train in milliseconds. ``poison = (where, n)``: from the n-th step on, the
-    ``loss`` is NaN, or only its ``gradient``, or the ``forward`` pass is (its input images are NaN)."""
+    """A day-only task small enough to train in milliseconds. ``poison = (where, n)``: from the n-th step on,
+    the ``loss`` is NaN, or only its ``gradient``, or the ``forward`` pass is (its input images are NaN)."""
 
     model_config = FaultModelConfig
     data_config = FaultDataConfig
@@ -380,8 +401,8 @@ class FaultTask(TaskAdapter):
 
     def build_model(self):
         w = self.recipe.model.width
-        return nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                             nn.Flatten(), nn.Linear(w, 2))
+        return nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, 2))
 
     def signature(self):
         return {"task": self.name, "width": self.recipe.model.width}
@@ -398,7 +419,8 @@ class FaultTask(TaskAdapter):
 
     @staticmethod
     def poisoned(where: str) -> bool:
-        return FaultTask.poison is not None and FaultTask.poison[0] == where and FaultTask.calls >= FaultTask.poison[1]
+        poison = FaultTask.poison
+        return poison is not None and poison[0] == where and FaultTask.calls >= poison[1]
 
     def views(self, batch, n=2):
         FaultTask.calls += 1  # once per step
@@ -412,11 +434,7 @@ class FaultTask(TaskAdapter):
         return loss * float("nan") if self.poisoned("loss") else loss
 
     def evaluate(self, model, loader, eval_set):
-        correct = total = 0
-        for batch in loader:
-            correct += int((model(batch["image"]).argmax(1) == batch["target"]).sum())
-            total += len(batch["target"])
-        return {f"{eval_set.name}/top1": 100.0 * correct / total}
+        return {f"{eval_set.name}/top1": top1(model, loader)}
 
 
 def tiny_recipe(run: Path, day_steps: int, **extra):
@@ -434,9 +452,12 @@ def stopped_by_nan(tmp_path, capsys, where: str) -> tuple[dict, dict]:
     """Run until the NaN guard stops it; return its last.pt and that of a run of the good steps only."""
     FaultTask.calls, FaultTask.poison = 0, (where, GOOD + 1)
     try:
-        with pytest.raises(SimmmError, match=rf"stopped at step {GOOD + BAD_STEPS}: {BAD_STEPS} steps in a row of player 'day' "
-                           "had a non-finite loss or gradient .* the last good state is in checkpoints/last.pt"):
-            Engine(tiny_recipe(tmp_path / "run", day_steps=8, max_bad_steps=BAD_STEPS)).fit()
+        with pytest.raises(SimmmError, match=rf"stopped at step {GOOD + BAD_STEPS}: {BAD_STEPS} steps in a "
+                           "row of player 'day' had a non-finite loss or gradient .* the last good state is "
+                           "in checkpoints/last.pt"):
+            # no periodic checkpoint: what is on disk is what the guard saved
+            Engine(tiny_recipe(tmp_path / "run", day_steps=8, max_bad_steps=BAD_STEPS,
+                               checkpoint={"every": 100})).fit()
     finally:
         FaultTask.calls, FaultTask.poison = 0, None
     said = " ".join(capsys.readouterr().err.split())
@@ -455,9 +476,9 @@ def test_nan_stops_after_max_bad_steps_with_the_last_good_weights_saved(tmp_path
     assert_same(saved["optimizers"], expected["optimizers"], "optimizers")
 
 
-@pytest.mark.xfail(strict=True, reason="ENGINE BUG: a skipped step's forward pass still updates the batch-norm "
-                   "running statistics (NaN ones when the forward was NaN), and they are saved as 'the last good "
-                   "state'; the engine must restore the buffers of a skipped step")
+@pytest.mark.xfail(strict=True, reason="ENGINE BUG: a skipped step's forward pass still updates the "
+                   "batch-norm running statistics (NaN ones when the forward was NaN), and they are saved as "
+                   "'the last good state'; the engine must restore the buffers of a skipped step")
 @pytest.mark.parametrize("where", ["loss", "forward"])
 def test_skipped_steps_leave_the_batch_norm_statistics_alone(tmp_path, capsys, where):
     saved, expected = stopped_by_nan(tmp_path, capsys, where)
@@ -470,12 +491,12 @@ def test_next_batch_names_the_stream_when_a_worker_dies(monkeypatch):
     loader = torch.utils.data.DataLoader(Blobs(16, 0, mortal=True), batch_size=4, num_workers=1)
     batches = iter(loader)
     assert next_batch(batches, "day")["image"].shape == (4, 3, 8, 8)
-    with pytest.raises(DataError, match=r"^data stream 'extractor': a data-loader worker process died \(DataLoader "
-                       r"worker \(pid\(s\) \d+\) exited unexpectedly\)\. The last checkpoint .* is intact: continue "
-                       "with `simmm train RECIPE --resume`"):
+    with pytest.raises(DataError, match=r"^data stream 'extractor': a data-loader worker process died "
+                       r"\(DataLoader worker \(pid\(s\) \d+\) exited unexpectedly\)\. The last checkpoint "
+                       ".* is intact: continue with `simmm train RECIPE --resume`"):
         next_batch(batches, "extractor")
-    # an iterator with a dead worker keeps its pid registered with torch's SIGCHLD handler, which would raise in
-    # whatever runs next in this process: drop it
+    # an iterator with a dead worker keeps its pid registered with torch's SIGCHLD handler, which would raise
+    # in whatever runs next in this process: drop it
     del batches, loader
     gc.collect()
 
@@ -498,13 +519,14 @@ def test_dead_data_worker_stops_the_run_clearly_and_resume_ends_exactly(tmp_path
     Engine(tiny_recipe(tmp_path / "reference", day_steps=6)).fit()
     monkeypatch.setenv("SIMMM_FAULTS_DIE_AT_LOAD", "9")  # the first sample of the third batch
     engine = Engine(tiny_recipe(tmp_path / "run", day_steps=6, num_workers=1))
-    with pytest.raises(DataError, match=r"data stream 'day': a data-loader worker process died .* last checkpoint "
-                       r".* is intact: continue with `simmm train RECIPE --resume`") as caught:
+    with pytest.raises(DataError, match=r"data stream 'day': a data-loader worker process died .* last "
+                       r"checkpoint .* is intact: continue with `simmm train RECIPE --resume`") as caught:
         engine.fit()
     del engine, caught  # (see test_next_batch_names_the_stream_when_a_worker_dies)
     gc.collect()
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 2
     monkeypatch.delenv("SIMMM_FAULTS_DIE_AT_LOAD")
     Engine(tiny_recipe(tmp_path / "run", day_steps=6)).fit(resume=True)  # num_workers may change on resume
-    got, expected = (load_checkpoint(tmp_path / name / "checkpoints" / "last.pt") for name in ("run", "reference"))
+    got, expected = (load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")
+                     for name in ("run", "reference"))
     assert_same(without_recipe(got), without_recipe(expected), "last.pt")
