@@ -43,8 +43,9 @@ pytestmark = pytest.mark.faults
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "recipes" / "cls_smoke.yaml")
 # cls_smoke made smaller still (a 0.3M-parameter timm test ResNet, one evaluation set) and longer (12 steps),
-# with a checkpoint at every step so that every kill point has a checkpoint before it
-FAST = ["model.backbone=test_resnet", "data.adabn=false", "data.night_sim.presets=[]",
+# with a checkpoint at every step so that every kill point has a checkpoint before it; on the CPU, where runs
+# are bitwise repeatable (on a GPU, cuDNN may choose other kernels in another process)
+FAST = ["device=cpu", "model.backbone=test_resnet", "data.adabn=false", "data.night_sim.presets=[]",
         "data.eval_splits={day_test: test_day}", "checkpoint.every=1", "players.day.steps=4",
         "players.darkener.steps=3", "players.extractor.steps=5"]
 TOTAL_STEPS = 12
@@ -439,7 +440,7 @@ class FaultTask(TaskAdapter):
 
 def tiny_recipe(run: Path, day_steps: int, **extra):
     return recipe_from_dict({
-        "task": "faults_tiny", "name": "faults", "output_dir": str(run),
+        "task": "faults_tiny", "name": "faults", "output_dir": str(run), "device": "cpu",
         "players": {"day": {"steps": day_steps, "batch_size": 4, "lr_schedule": "constant"},
                     "darkener": {"steps": 0}, "extractor": {"steps": 0}},
         "log": {"every": 1, "progress": False, "tensorboard": "off"}, "checkpoint": {"every": 1}, **extra})
