@@ -1,14 +1,25 @@
 """Checkpoints: plain state dicts, written atomically, loaded with ``weights_only=True``.
 
 A checkpoint is a dict of tensors and plain Python values. It is written to a temporary file in the same
-folder, flushed to disk and renamed over the target, so a run killed while saving never leaves a torn file.
-Each checkpoint carries the model's *signature* (task, backbone, head shape); loading one into another model
-fails with a message naming the file and both signatures instead of a wall of missing keys.
+folder (``.last.pt.<random>.tmp``), flushed to disk and renamed over the target, and the folder is synced
+so the rename itself is on disk: a run killed at any moment leaves under the checkpoint's name either the
+previous checkpoint or the new one, never a torn file. A temporary file left by a killed run is never read,
+and the next successful save of the same checkpoint removes it. A save that fails (disk full, no permission)
+removes its temporary file, keeps the previous checkpoint and raises :class:`CheckpointError` saying why.
+
+Loading never runs code: a file holding Python objects other than tensors and plain values is refused. Each
+checkpoint carries the model's *signature* (task, backbone, head shape); loading one into another model fails
+with a message naming the file and both signatures instead of a wall of missing keys.
 """
 from __future__ import annotations
 
+import errno
 import os
+import pickle
+import re
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,19 +30,63 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
+    """Write ``state`` to ``path`` atomically (temp file + fsync + rename + fsync of the folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             torch.save({"format": FORMAT_VERSION, **state}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise CheckpointError(_write_failure(path, cause)) from exc
+    _sync_folder(path.parent)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed while saving
+        stale.unlink(missing_ok=True)
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write: torch.save reports a full disk as a RuntimeError of its zip writer
+    ("unexpected pos ...") whose context is the OSError."""
+    while isinstance(exc, Exception):
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _write_failure(path: Path, exc: OSError) -> str:
+    where = f"checkpoint {path}: cannot be written"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        folder = next(p for p in (path.parent, *path.parents) if p.exists())
+        free = shutil.disk_usage(folder).free
+        return (f"{where}: no space left on the device ({free / 2**20:.0f} MiB free in {folder}); the "
+                "checkpoint already there, if any, is untouched. Free some space or choose another "
+                "output_dir, then continue with --resume")
+    return f"{where} ({exc.strerror or exc}); the checkpoint already there, if any, is untouched"
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder so that a rename in it survives a power cut (POSIX; some filesystems cannot)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise CheckpointError(f"checkpoint folder {folder}: cannot be synced to disk "
+                                  f"({exc.strerror})") from exc
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, signature: dict | None = None, map_location="cpu") -> dict:
@@ -42,17 +97,40 @@ def load_checkpoint(path: str | Path, signature: dict | None = None, map_locatio
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {exc}); expected a "
-                              "file written by simmm (a plain state dict saved with torch.save)") from None
+    state = _read(path, map_location)
     if not isinstance(state, dict) or "format" not in state:
-        raise CheckpointError(f"checkpoint {path}: not a simmm checkpoint (no 'format' entry); "
+        held = f"a {type(state).__name__}"
+        if isinstance(state, dict):
+            held = (f"a dict without simmm's 'format' entry (keys: {', '.join(map(str, list(state)[:3]))}"
+                    f"{' ...' if len(state) > 3 else ''})")
+        raise CheckpointError(f"checkpoint {path}: not a simmm checkpoint: it holds {held}; "
                               "to start a model from foreign weights use model.pretrained instead")
     if signature is not None:
-        check_signature(state.get("signature", {}), signature, path)
+        found = state.get("signature")
+        check_signature(found if isinstance(found, dict) else {}, signature, path)
     return state
+
+
+def _read(path: Path, map_location):
+    """``torch.load(weights_only=True)``, with one clear line for each way a file fails to be a checkpoint."""
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would only add noise
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL [\w.]+", str(exc))
+        if found:
+            raise CheckpointError(
+                f"checkpoint {path}: refused: it holds Python objects, not only tensors and plain values "
+                f"({found.group(0)}), and loading those could run code; nothing of it was loaded. simmm "
+                "checkpoints hold state dicts only") from None
+        reason = "not a file written by torch.save"
+    except Exception as exc:  # torch raises several types for truncated or corrupt files
+        first = str(exc).split(". ")[0].strip() or "unexpected end of file"
+        reason = f"truncated or corrupt ({type(exc).__name__}: {first})"
+    size = path.stat().st_size
+    raise CheckpointError(f"checkpoint {path}: cannot be read: {reason if size else 'the file is empty'} "
+                          f"({size} bytes); expected a checkpoint written by simmm") from None
 
 
 def check_signature(found: dict, expected: dict, path: str | Path) -> None:

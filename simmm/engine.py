@@ -20,8 +20,9 @@ from torch import nn
 
 from simmm import dist
 from simmm.checkpoint import load_checkpoint, load_module_state, save_checkpoint
+from simmm.data.loader import next_batch, worker_death_error, worker_died
 from simmm.data.sampler import ResumableBatchSampler
-from simmm.errors import CheckpointError, DataError, SimmmError
+from simmm.errors import CheckpointError, SimmmError
 from simmm.logger import RunLogger, write_json
 from simmm.method import Context, Method, Phase, Player, get_method, set_trainable
 from simmm.recipe import PlayerConfig, Recipe, recipe_to_dict, save_recipe
@@ -197,15 +198,7 @@ class Engine:
                                                  # the global RNG, or a resumed run would diverge
                                                  generator=torch.Generator().manual_seed(self.recipe.seed))
             self._iters[stream] = iter(loader)
-        try:
-            batch = next(self._iters[stream])
-        except RuntimeError as exc:
-            if "DataLoader worker" not in str(exc):
-                raise
-            raise DataError(f"data stream '{stream}': a data-loader worker process died ({exc}). The checkpoints "
-                            f"in {self.run_dir / 'checkpoints'} are intact; find the cause (memory? a crashing "
-                            "image decoder? try num_workers: 0 to see the error itself) and continue with "
-                            "--resume") from None
+        batch = next_batch(self._iters[stream], stream)
         self.consumed[stream] += 1
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -233,11 +226,19 @@ class Engine:
         """One step of one player: its batches, its loss, the update. Returns (updated?, loss, terms)."""
         if batches is None:
             batches = {stream: self._batch(stream) for stream in player.streams}
+        # a skipped step must leave no trace: its forward passes already moved the batch-norm statistics (to NaN,
+        # when the forward itself went non-finite)
+        buffers = list({id(b): b for m in self.method.modules().values() for b in m.buffers()}.values())
+        saved = [b.clone() for b in buffers]
         loss, terms = player.step(batches, self._nets_of(player))
         player.steps_done += 1
         ok = self._optimize(player, loss)
         if ok and player.after_step is not None:
             player.after_step()
+        if not ok:
+            with torch.no_grad():
+                for b, copy in zip(buffers, saved):
+                    b.copy_(copy)
         return ok, loss, terms
 
     def run_step(self, name: str, batches: Optional[dict] = None) -> tuple[bool, torch.Tensor, dict]:
@@ -331,6 +332,8 @@ class Engine:
                                 f"{ckpt_dir / 'last.pt'}; continue with --resume")
             raise
         except RuntimeError as exc:
+            if worker_died(exc):  # a worker that died while the main process was busy elsewhere than next()
+                raise worker_death_error(exc) from exc
             if dist.is_distributed() and _is_peer_failure(exc):
                 raise SimmmError(f"process {dist.rank()}: another process of this run stopped ({exc}); "
                                  f"the last checkpoint is {ckpt_dir / 'last.pt'}; continue with --resume") from None

@@ -7,7 +7,9 @@ cheap: logs are written every ``log.every`` steps).
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -31,6 +33,8 @@ class RunLogger:
         self.csv_path = self.run_dir / "metrics.csv"
         self.rows: list[dict] = self._read_existing(start_step) if self.enabled else []
         self.columns: list[str] = list(dict.fromkeys(k for row in self.rows for k in row))
+        if self.rows:  # the file may hold rows of steps about to be redone: they would be listed twice
+            self._write_csv()
         self.writer = self._tensorboard(tensorboard) if self.enabled else None
         self.progress: Optional[Progress] = None
         if self.enabled and progress:
@@ -44,11 +48,25 @@ class RunLogger:
             self.progress.start()
 
     def _read_existing(self, start_step: int) -> list[dict]:
-        """On resume, keep the rows of steps before ``start_step`` (later ones are about to be redone)."""
+        """On resume, keep the rows of steps up to ``start_step`` (later ones are about to be redone); a last
+        line torn by a run killed while appending it is dropped."""
         if start_step == 0 or not self.csv_path.exists():
             return []
-        with self.csv_path.open() as handle:
-            return [row for row in csv.DictReader(handle) if int(row["step"]) <= start_step]
+        lines = self.csv_path.read_text().splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()
+        return [row for row in csv.DictReader(lines) if int(row["step"]) <= start_step]
+
+    def _write_csv(self) -> None:
+        """Rewrite the whole CSV (a wider header, or the rows kept on resume) through a temporary file renamed
+        over it, so that a run killed meanwhile leaves the old file, not a truncated one."""
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self.columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        tmp = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
+        tmp.write_text(text.getvalue(), newline="")
+        os.replace(tmp, self.csv_path)
 
     def _tensorboard(self, mode: str):
         if mode == "off":
@@ -72,10 +90,7 @@ class RunLogger:
         self.columns.extend(new)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if new or not self.csv_path.exists():
-            with self.csv_path.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=self.columns)
-                writer.writeheader()
-                writer.writerows(self.rows)
+            self._write_csv()
         else:
             with self.csv_path.open("a", newline="") as handle:
                 csv.DictWriter(handle, fieldnames=self.columns).writerow(row)
