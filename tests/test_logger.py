@@ -1,0 +1,61 @@
+"""The run logger off a terminal: plain progress lines (step, phase, losses, rate, ETA) and the resume line."""
+import pytest
+
+from simmm import logger as logger_module
+from simmm.logger import RunLogger, _duration
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(logger_module.time, "perf_counter", fake)
+    return fake
+
+
+def _run(logger, clock, steps, seconds_per_step=1.0, phase="day"):
+    for step in steps:
+        clock.now += seconds_per_step
+        logger.advance(step, phase, {"loss": 0.5, "ce": 0.25})
+
+
+def test_plain_lines_every_n_steps_and_at_the_end(tmp_path, capsys, clock):
+    logger = RunLogger(tmp_path, total_steps=25, tensorboard="off", every=10)
+    _run(logger, clock, range(1, 26))  # one step a second
+    logger.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "step 10/25 day loss=0.5 ce=0.25 | 1.00 steps/s, eta 15s",
+        "step 20/25 day loss=0.5 ce=0.25 | 1.00 steps/s, eta 5s",
+        "step 25/25 day loss=0.5 ce=0.25 | 1.00 steps/s, eta 0s",
+    ]
+
+
+def test_rate_counts_from_the_resumed_step(tmp_path, capsys, clock):
+    logger = RunLogger(tmp_path, total_steps=1000, tensorboard="off", every=4, start_step=100)
+    logger.resuming(100, 1000)
+    _run(logger, clock, range(101, 105), seconds_per_step=0.5, phase="extractor")  # 2 steps/s
+    logger.close()
+    lines = capsys.readouterr().err.splitlines()
+    # 896 steps left at 2 steps/s: 448 s
+    assert lines == ["resuming from step 100 of 1000",
+                     "step 104/1000 extractor loss=0.5 ce=0.25 | 2.00 steps/s, eta 7m28s"]
+
+
+def test_no_plain_lines_when_progress_is_off(tmp_path, capsys, clock):
+    logger = RunLogger(tmp_path, total_steps=10, tensorboard="off", progress=False, every=1)
+    _run(logger, clock, range(1, 11))
+    logger.close()
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (4.6, "5s"), (65, "1m05s"), (3725, "1h02m05s")])
+def test_duration(seconds, text):
+    assert _duration(seconds) == text
