@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
+from rich.errors import LiveError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -117,6 +118,41 @@ class RunLogger:
             self.progress.stop()
         if self.writer is not None:
             self.writer.close()
+
+
+def track(iterable, description: str, total: Optional[int] = None, every_s: float = 30.0):
+    """Iterate ``iterable`` showing progress: a transient bar on a terminal; elsewhere a plain line every
+    ``every_s`` seconds and one when done. Only the main process shows anything."""
+    total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
+    if not dist.is_main():
+        yield from iterable
+        return
+    if console.is_terminal:
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console, transient=True)
+        try:
+            bar.start()
+        except LiveError:  # an older rich with another live display running: go without the bar
+            yield from iterable
+            return
+        try:
+            yield from bar.track(iterable, total=total, description=description)
+        finally:
+            bar.stop()
+        return
+    started = last = time.perf_counter()
+    done = 0
+    of = f"/{total}" if total is not None else ""
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.perf_counter()
+        if now - last >= every_s:
+            last = now
+            console.print(f"{description}: {done}{of} batches, {_duration(now - started)}", markup=False,
+                          highlight=False, soft_wrap=True)
+    console.print(f"{description}: {done} batches in {time.perf_counter() - started:.1f}s", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 def _duration(seconds: float) -> str:

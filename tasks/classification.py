@@ -28,6 +28,7 @@ from simmm.data.folder import CODAN_CLASSES, ImageFolderDataset, InMemoryImageDa
 from simmm.data.images import verify_images
 from simmm.data.photos import PHOTOS, photo_crops
 from simmm.errors import DataError
+from simmm.logger import track
 from simmm.night import PRESETS, NightParams, simulate_night
 from simmm.task import DataReport, EvalSet, Forward, TaskAdapter, register_task
 
@@ -276,9 +277,12 @@ class Classification(TaskAdapter):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, eval_set: EvalSet) -> dict[str, float]:
-        metrics = {f"{eval_set.name}/top1": top1(model, loader)}
+        name = eval_set.name
+        metrics = {f"{name}/top1": top1(model, track(loader, f"eval {name}"))}
         if eval_set.options.get("adabn"):
-            metrics[f"{eval_set.name}/top1_adabn"] = top1(adabn(model, loader), loader)
+            # AdaBN is two more passes over the set: re-estimate the statistics, then score with them
+            adapted = adabn(model, track(loader, f"eval {name}: AdaBN statistics"))
+            metrics[f"{name}/top1_adabn"] = top1(adapted, track(loader, f"eval {name}: AdaBN top-1"))
         return metrics
 
 

@@ -59,3 +59,24 @@ def test_no_plain_lines_when_progress_is_off(tmp_path, capsys, clock):
 @pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (4.6, "5s"), (65, "1m05s"), (3725, "1h02m05s")])
 def test_duration(seconds, text):
     assert _duration(seconds) == text
+
+
+def test_track_off_a_terminal_prints_a_line_every_period_and_when_done(capsys, clock):
+    def batches():
+        for i in range(5):
+            clock.now += 20.0  # each batch takes 20 s
+            yield i
+
+    assert list(logger_module.track(batches(), "eval night", total=5, every_s=30.0)) == [0, 1, 2, 3, 4]
+    # lines when 30 s have passed since the last one: after batch 2 (40 s) and batch 4 (80 s); then the summary
+    assert capsys.readouterr().err.splitlines() == ["eval night: 2/5 batches, 40s", "eval night: 4/5 batches, 1m20s",
+                                                     "eval night: 5 batches in 100.0s"]
+
+
+def test_track_on_a_terminal_draws_a_transient_bar(monkeypatch, capsys):
+    from rich.console import Console
+
+    monkeypatch.setattr(logger_module, "console", Console(stderr=True, force_terminal=True, width=60))
+    assert list(logger_module.track([1, 2, 3], "eval day")) == [1, 2, 3]
+    err = capsys.readouterr().err
+    assert "eval day" in err and "batches" not in err  # the bar, not the plain summary line
