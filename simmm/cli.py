@@ -12,20 +12,9 @@ import textwrap
 from pathlib import Path
 
 from simmm.errors import SimmmError
+from simmm.recipe import shipped_recipes_dir
 
-
-
-def _recipes_dir() -> Path:
-    """The recipes that ship: ``recipes/`` of a source checkout, or the installed ``simmm.recipes`` data."""
-    checkout = Path(__file__).resolve().parents[1] / "recipes"
-    if checkout.is_dir():
-        return checkout
-    from importlib.resources import files
-
-    return Path(str(files("simmm.recipes")))
-
-
-RECIPES_DIR = _recipes_dir()
+RECIPES_DIR = shipped_recipes_dir()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,21 +140,10 @@ def seed_value(text: str) -> int:
 # ------------------------------------------------------------------------------------------------ commands
 
 
-def resolve_recipe_path(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    for candidate in (RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise SimmmError(f"recipe {name}: no such file; give a YAML path or one of: "
-                     f"{', '.join(p.stem for p in sorted(RECIPES_DIR.glob('*.yaml')))}")
-
-
 def _load(args):
     from simmm.recipe import load_recipe
 
-    return load_recipe(resolve_recipe_path(args.recipe), args.overrides)
+    return load_recipe(args.recipe, args.overrides)
 
 
 def cmd_train(args) -> int:
