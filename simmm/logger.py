@@ -122,7 +122,8 @@ class RunLogger:
 
 def track(iterable, description: str, total: Optional[int] = None, every_s: float = 30.0):
     """Iterate ``iterable`` showing progress: a transient bar on a terminal; elsewhere a plain line every
-    ``every_s`` seconds and one when done. Only the main process shows anything."""
+    ``every_s`` seconds and, for a pass that took ``every_s / 6`` or longer, one when done (a quick pass
+    prints nothing). Only the main process shows anything."""
     total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
     if not dist.is_main():
         yield from iterable
@@ -151,8 +152,10 @@ def track(iterable, description: str, total: Optional[int] = None, every_s: floa
             last = now
             console.print(f"{description}: {done}{of} batches, {_duration(now - started)}", markup=False,
                           highlight=False, soft_wrap=True)
-    console.print(f"{description}: {done} batches in {time.perf_counter() - started:.1f}s", markup=False,
-                  highlight=False, soft_wrap=True)
+    took = time.perf_counter() - started
+    if took >= every_s / 6:
+        console.print(f"{description}: {done} batches in {took:.1f}s", markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 def _duration(seconds: float) -> str:

@@ -73,6 +73,16 @@ def test_track_off_a_terminal_prints_a_line_every_period_and_when_done(capsys, c
                                                      "eval night: 5 batches in 100.0s"]
 
 
+def test_track_off_a_terminal_says_nothing_of_a_quick_pass(capsys, clock):
+    def batches():
+        for i in range(3):
+            clock.now += 1.6  # 4.8 s in all, under 30 s / 6
+            yield i
+
+    assert list(logger_module.track(batches(), "eval day", every_s=30.0)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+
+
 def test_track_on_a_terminal_draws_a_transient_bar(monkeypatch, capsys):
     from rich.console import Console
 

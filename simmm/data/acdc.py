@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .synthetic import dataset_root
 from .segmentation import (
     check_choice,
     PathLike,
@@ -73,7 +74,7 @@ class ACDCDataset(SegmentationDataset):
                  with_reference: bool = False, with_labels: Optional[bool] = None):
         self.condition = check_choice(str(condition), ACDC_CONDITIONS, "ACDC condition")
         self.split = check_choice(str(split), ACDC_SPLITS, "ACDC split")
-        layout = acdc_layout(Path(root).expanduser(), self.condition, self.split)
+        layout = acdc_layout(dataset_root(root), self.condition, self.split)
         root_p = require_root(root, layout)
         if with_labels is None:
             with_labels = self.split in LABELLED_SPLITS
@@ -89,7 +90,7 @@ def check_acdc_tree(root: PathLike, splits: Optional[Sequence[str]] = None,
     with ``references=True`` every image needs its ``*_rgb_ref_anon.png``)."""
     conds = [check_choice(c, ACDC_CONDITIONS, "ACDC condition") for c in (conditions or ACDC_CONDITIONS)]
     spl = [check_choice(s, ACDC_SPLITS, "ACDC split") for s in (splits or ACDC_SPLITS)]
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     groups: List[TreeGroup] = [acdc_group(root_p, c, s) for c in conds for s in spl]
     return scan_groups("acdc", root_p, acdc_layout(root_p), groups, verify=verify, references=references,
                        max_listed=max_listed)

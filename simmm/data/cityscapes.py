@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import SimmmError
+from .synthetic import dataset_root
 from .segmentation import (
     PathLike,
     SegmentationDataset,
@@ -259,7 +260,7 @@ class CityscapesDataset(SegmentationDataset):
     dataset_name = "cityscapes"
 
     def __init__(self, root: PathLike, split: str = "train", size=None, with_labels: bool = True):
-        layout = cityscapes_layout(Path(root).expanduser(), [split])
+        layout = cityscapes_layout(dataset_root(root), [split])
         root_p = require_root(root, layout)
         self.split = str(split)
         self._init_from_group(cityscapes_groups(root_p, [self.split])[0], root_p, layout, size, with_labels,
@@ -274,6 +275,6 @@ def check_cityscapes_tree(root: PathLike, splits: Optional[Sequence[str]] = None
     if conditions:
         raise SimmmError("Cityscapes has no conditions; leave `conditions` unset")
     splits = list(splits) if splits else ["train", "val"]
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     return scan_groups("cityscapes", root_p, cityscapes_layout(root_p, splits),
                        cityscapes_groups(root_p, splits), verify=verify, max_listed=max_listed)

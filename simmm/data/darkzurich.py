@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 from ..errors import DataError, SimmmError
 from .folder import capped
 from .images import IMAGE_EXTENSIONS, image_to_tensor, read_image
+from .synthetic import dataset_root
 from .segmentation import (
     check_choice,
     CheckItem,
@@ -126,7 +127,7 @@ class DarkZurichDataset(SegmentationDataset):
                  with_labels: Optional[bool] = None):
         self.split = check_choice(str(split), DZ_SPLITS, "Dark Zurich split")
         self.condition = check_choice(str(condition), DZ_CONDITIONS, "Dark Zurich condition")
-        layout = darkzurich_layout(Path(root).expanduser(), self.split, self.condition)
+        layout = darkzurich_layout(dataset_root(root), self.split, self.condition)
         root_p = require_root(root, layout)
         group = darkzurich_group(root_p, self.split, self.condition)
         if with_labels is None:
@@ -288,7 +289,7 @@ def read_pairs(root: PathLike, pairs_file: Optional[PathLike] = None) -> List[Tu
         DataError: no pairs file; a malformed line or a pair naming a missing image (the message names the
             pairs file, the line number and the missing path); one night frame paired with two day frames.
     """
-    root_p = require_root(root, darkzurich_layout(Path(root).expanduser()))
+    root_p = require_root(root, darkzurich_layout(dataset_root(root)))
     pairs, _, errors = _read_pairs(root_p, pairs_file)
     if errors:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
@@ -312,7 +313,7 @@ class DarkZurichPairs(Dataset):
     """
 
     def __init__(self, root: PathLike, pairs_file: Optional[PathLike] = None, size=None):
-        self.root = require_root(root, darkzurich_layout(Path(root).expanduser()))
+        self.root = require_root(root, darkzurich_layout(dataset_root(root)))
         self.size = normalize_size(size)
         self.pairs_file = pairs_file
         self.pairs: List[Tuple[Path, Path]] = read_pairs(self.root, pairs_file)
@@ -473,7 +474,7 @@ def check_darkzurich_tree(root: PathLike, splits: Optional[Sequence[str]] = None
     spl = [check_choice(s, DZ_SPLITS, "Dark Zurich split") for s in (splits or DZ_SPLITS)]
     conds = ([check_choice(c, DZ_CONDITIONS, "Dark Zurich condition") for c in conditions]
              if conditions else None)
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     groups = [darkzurich_group(root_p, s, c) for s in spl for c in (conds or DZ_SPLIT_CONDITIONS[s])]
     report = scan_groups("darkzurich", root_p, darkzurich_layout(root_p), groups, verify=verify,
                          max_listed=max_listed)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .synthetic import dataset_root
 from .images import (
     IMAGE_EXTENSIONS,
     image_to_tensor,
@@ -108,7 +109,7 @@ class ImageFolderDataset(Dataset):
         strict_classes: bool = True,
         expected_layout: Optional[str] = None,
     ):
-        self.root = Path(root).expanduser()
+        self.root = dataset_root(root)
         self.split = str(split)
         self.split_dir = self.root / self.split
         self.size = size
@@ -400,7 +401,7 @@ def scan_folder_dataset(
     Returns:
         A :class:`FolderScanReport`; print ``report.format()``; ``report.ok`` for the exit status.
     """
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     cls_list = list(classes) if classes is not None else None
     report = FolderScanReport(root=str(root_p), root_exists=root_p.is_dir(),
                               layout=folder_layout(root_p, splits), classes=cls_list)

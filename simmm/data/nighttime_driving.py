@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import SimmmError
+from .synthetic import dataset_root
 from .segmentation import (
     PathLike,
     SegmentationDataset,
@@ -58,7 +59,7 @@ class NighttimeDrivingDataset(SegmentationDataset):
     dataset_name = "nighttime_driving"
 
     def __init__(self, root: PathLike, size=None, with_labels: bool = True):
-        layout = nighttime_driving_layout(Path(root).expanduser())
+        layout = nighttime_driving_layout(dataset_root(root))
         root_p = require_root(root, layout)
         self._init_from_group(nighttime_driving_groups(root_p)[0], root_p, layout, size, with_labels,
                               name_root=root_p / "leftImg8bit")
@@ -72,6 +73,6 @@ def check_nighttime_driving_tree(root: PathLike, splits: Optional[Sequence[str]]
         raise SimmmError(f"Nighttime Driving has only the split 'test', got {list(splits)}")
     if conditions and list(conditions) != ["night"]:
         raise SimmmError(f"Nighttime Driving has only the condition 'night', got {list(conditions)}")
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     return scan_groups("nighttime_driving", root_p, nighttime_driving_layout(root_p),
                        nighttime_driving_groups(root_p), verify=verify, max_listed=max_listed)

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from ..errors import DataError, SimmmError
 from .folder import capped, listing, report_header
 from .images import _decode, _Unreadable, image_size, image_to_tensor, read_image, verify_image
+from .synthetic import dataset_root
 
 PathLike = Union[str, "os.PathLike[str]"]
 SizeHW = Tuple[int, int]
@@ -161,7 +162,7 @@ def check_choice(value: str, allowed: Sequence[str], what: str) -> str:
 
 def require_root(root: PathLike, layout: str) -> Path:
     """``Path(root)`` if it is a folder, else :class:`DataError` naming it and the expected tree."""
-    p = Path(root).expanduser()
+    p = dataset_root(root)
     if not p.is_dir():
         raise DataError(f"dataset root {p} does not exist or is not a folder; expected the tree {layout}")
     return p
@@ -653,7 +654,7 @@ def scan_groups(
         samples: check only these samples (a dataset's own list) instead of searching the groups.
         check_labels: read labels (False: count images only).
     """
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     report = SegmentationScanReport(dataset=dataset, root=str(root_p), root_exists=root_p.is_dir(),
                                     layout=layout, max_listed=max_listed)
     if not report.root_exists:
