@@ -313,4 +313,10 @@ def cmd_data_check(args) -> int:
     adapter = get_task(recipe.task)(recipe)
     report = adapter.check_data()
     print(report.format())
+    if not report.ok:
+        from simmm.data.sources import missing_sources
+
+        for line in missing_sources(recipe.data):
+            print(textwrap.fill(line, width=110, subsequent_indent="  ", break_long_words=False,
+                                break_on_hyphens=False))
     return 0 if report.ok else 1

@@ -1,9 +1,10 @@
 """Run logging: a rich progress bar with ETA and live losses, a CSV always, TensorBoard when installed.
 
 When the console is not a terminal (CI, nohup, a cluster job's log file) the bar is replaced by one plain line
-every ``log.every`` steps: step, phase, losses, rate and ETA. Only the main process (rank 0) writes. The CSV has one row per logged training step and one per evaluation;
-its columns grow as new names appear (the file is rewritten with the wider header when that happens, which is
-cheap: logs are written every ``log.every`` steps).
+every ``log.every`` steps: step, phase, losses, rate and ETA. Only the main process (rank 0) writes. The CSV
+has one row per logged training step and one per evaluation; its columns grow as new names appear (the file
+is rewritten with the wider header when that happens, which is cheap: logs are written every ``log.every``
+steps).
 """
 from __future__ import annotations
 

@@ -68,3 +68,29 @@ def test_a_tree_made_by_another_process_meanwhile_is_used(in_tmp, monkeypatch):
     assert synthetic_tree("codan") == Path(".cache/simmm/synthetic/codan")
     assert (in_tmp / ".cache/simmm/synthetic/codan/theirs.txt").exists()
     assert not list(Path(".cache/simmm/synthetic").glob(".*"))
+
+
+def test_data_check_says_where_a_missing_dataset_comes_from(in_tmp, capsys):
+    assert main(["data", "check", "cls_codan", "--set", "data.root=nowhere/CODaN"]) == 1
+    out = " ".join(capsys.readouterr().out.split())  # unwrapped
+    assert "CODaN is not at nowhere/CODaN: download it from https://github.com/Attila94/CODaN" in out
+    (in_tmp / "empty").mkdir()  # a root that exists: the report lists what is missing in it, no download line
+    assert main(["data", "check", "cls_codan", "--set", "data.root=empty"]) == 1
+    assert "CODaN is not" not in capsys.readouterr().out
+    assert main(["data", "check", "seg_darkzurich", "--set", "data.train.root=synthetic:cityscapes",
+                 "--set", "data.eval.cs_val.root=synthetic:cityscapes",
+                 "--set", "data.eval.nd_test.root=synthetic:nighttime_driving"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("Dark Zurich is not at data/dark_zurich: download it from "
+            "https://www.trace.ethz.ch/publications/2019/GCMA_UIoU/") in out
+    assert "Cityscapes is not" not in out and "Nighttime Driving is not" not in out
+
+
+def test_dataset_roots_of_a_segmentation_recipe():
+    from simmm import load_recipe
+    from simmm.data.sources import dataset_roots
+
+    assert list(dataset_roots(load_recipe("seg_darkzurich").data)) == [
+        ("cityscapes", "data/cityscapes"), ("cityscapes", "data/cityscapes"),
+        ("nighttime_driving", "data/nighttime_driving"), ("darkzurich", "data/dark_zurich")]
+    assert list(dataset_roots(load_recipe("cls_codan").data)) == [("codan", "data/CODaN")]
