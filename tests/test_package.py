@@ -41,3 +41,16 @@ def test_load_recipe_takes_a_shipped_name():
 def test_load_recipe_unknown_name_lists_the_shipped_ones():
     with pytest.raises(RecipeError, match=r"recipe cls_smok: no such file; give a YAML path or one of: .*cls_smoke"):
         simmm.load_recipe("cls_smok")
+
+
+def test_method_citations_point_to_sections_of_method_md():
+    import re
+
+    headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[. ]", (ROOT / "METHOD.md").read_text(), flags=re.M))
+    cited = {}
+    for path in [*ROOT.glob("simmm/**/*.py"), *ROOT.glob("tasks/*.py"), ROOT / "README.md"]:
+        for section in re.findall(r"METHOD\.md §(\d+(?:\.\d+)?)", path.read_text()):
+            cited.setdefault(section, path.relative_to(ROOT))
+    assert {"4.1", "4.2", "4.3", "4.4", "4.5", "6"} <= set(cited)
+    missing = {s: str(p) for s, p in cited.items() if s not in headings}
+    assert not missing, f"cited sections that METHOD.md lacks: {missing}"

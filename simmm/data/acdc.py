@@ -1,6 +1,6 @@
 """ACDC (Adverse Conditions Dataset with Correspondences): fog, night, rain, snow, with reference images.
 
-Tree (DESIGN §6)::
+Tree (METHOD.md §6)::
 
     ROOT/rgb_anon/<cond>/<split>/<SEQ>/<SEQ>_frame_<n>_rgb_anon.png          cond ∈ fog, night, rain, snow
     ROOT/rgb_anon/<cond>/<split>_ref/<SEQ>/<SEQ>_frame_<n>_rgb_ref_anon.png  normal-condition reference

@@ -1,6 +1,6 @@
 """Cityscapes: the official label table, id conversions, colours, and the dataset.
 
-Tree (DESIGN §6)::
+Tree (METHOD.md §6)::
 
     ROOT/leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     ROOT/gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png

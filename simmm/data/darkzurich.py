@@ -1,6 +1,6 @@
 """Dark Zurich: day / twilight / night drives through Zurich, GPS-matched day-night pairs, the test export.
 
-Tree (DESIGN §6; the release's ``Dark_Zurich_{train,val,test}_anon`` zips unpacked into one root)::
+Tree (METHOD.md §6; the release's ``Dark_Zurich_{train,val,test}_anon`` zips unpacked into one root)::
 
     ROOT/rgb_anon/train/{day,night,twilight}/<SEQ>/<SEQ>_frame_<n>_rgb_anon.png
     ROOT/rgb_anon/val/night/<SEQ>/*_rgb_anon.png          ROOT/gt/val/night/<SEQ>/*_gt_labelIds.png

@@ -1,6 +1,6 @@
 """Nighttime Driving test set (Dai & Van Gool, 2018): 50 night images with coarse Cityscapes labels.
 
-Tree (DESIGN §6)::
+Tree (METHOD.md §6)::
 
     ROOT/leftImg8bit/test/night/*_leftImg8bit.png
     ROOT/gtCoarse_daytime_trainvaltest/test/night/*_gtCoarse_labelIds.png
