@@ -121,10 +121,10 @@ class RunLogger:
             self.writer.close()
 
 
-def track(iterable, description: str, total: Optional[int] = None, every_s: float = 30.0):
+def track(iterable, description: str, total: Optional[int] = None, every_s: float = 30.0, unit: str = "batches"):
     """Iterate ``iterable`` showing progress: a transient bar on a terminal; elsewhere a plain line every
     ``every_s`` seconds and, for a pass that took ``every_s / 6`` or longer, one when done (a quick pass
-    prints nothing). Only the main process shows anything."""
+    prints nothing); ``unit`` names the items in those lines. Only the main process shows anything."""
     total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
     if not dist.is_main():
         yield from iterable
@@ -151,11 +151,11 @@ def track(iterable, description: str, total: Optional[int] = None, every_s: floa
         now = time.perf_counter()
         if now - last >= every_s:
             last = now
-            console.print(f"{description}: {done}{of} batches, {_duration(now - started)}", markup=False,
+            console.print(f"{description}: {done}{of} {unit}, {_duration(now - started)}", markup=False,
                           highlight=False, soft_wrap=True)
     took = time.perf_counter() - started
     if took >= every_s / 6:
-        console.print(f"{description}: {done} batches in {took:.1f}s", markup=False, highlight=False,
+        console.print(f"{description}: {done} {unit} in {took:.1f}s", markup=False, highlight=False,
                       soft_wrap=True)
 
 

@@ -1,4 +1,5 @@
 """The command line: each command runs, and bad input ends in one clear paragraph with a non-zero exit code."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,7 +139,7 @@ def test_darken_rejects_out_of_range_numbers(tmp_path, capsys, option, value, ex
     with pytest.raises(SystemExit) as exc:
         main(["darken", "x.png", "--out", str(tmp_path), "--checkpoint", "c.pt", option, value])
     assert exc.value.code == 2
-    assert __import__("re").search(expected, capsys.readouterr().err)
+    assert re.search(expected, capsys.readouterr().err)
 
 
 def test_darken_accepts_the_ends_of_the_exposure_range():

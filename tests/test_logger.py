@@ -83,6 +83,15 @@ def test_track_off_a_terminal_says_nothing_of_a_quick_pass(capsys, clock):
     assert capsys.readouterr().err == ""
 
 
+def test_track_names_its_unit(capsys, clock):
+    def images():
+        clock.now += 6.0
+        yield "image"
+
+    assert list(logger_module.track(images(), "simulating night_dark", every_s=30.0, unit="images")) == ["image"]
+    assert capsys.readouterr().err == "simulating night_dark: 1 images in 6.0s\n"
+
+
 def test_track_on_a_terminal_draws_a_transient_bar(monkeypatch, capsys):
     from rich.console import Console
 
