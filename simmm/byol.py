@@ -1,4 +1,4 @@
-r"""BYOL pieces for SMM's feature-extractor phase (DESIGN §4.3).
+r"""BYOL pieces for SMM's feature-extractor phase (METHOD.md §4.3).
 
 The extractor F learns darkness-invariant features by pulling the *online* prediction of one view towards
 the *target* projection of the other view (a day view and its darkened copy):

@@ -12,20 +12,9 @@ import textwrap
 from pathlib import Path
 
 from simmm.errors import SimmmError
+from simmm.recipe import shipped_recipes_dir
 
-
-
-def _recipes_dir() -> Path:
-    """The recipes that ship: ``recipes/`` of a source checkout, or the installed ``simmm.recipes`` data."""
-    checkout = Path(__file__).resolve().parents[1] / "recipes"
-    if checkout.is_dir():
-        return checkout
-    from importlib.resources import files
-
-    return Path(str(files("simmm.recipes")))
-
-
-RECIPES_DIR = _recipes_dir()
+RECIPES_DIR = shipped_recipes_dir()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", help="a simmm checkpoint holding a trained darkener")
     g.add_argument("--physical", action="store_true", help="use the physical low-light simulator (simmm.night)")
-    p.add_argument("--exposure", default="0.1", help="comma-separated exposure levels for the darkener "
-                   "(default 0.1)")
-    p.add_argument("--preset", default="street", help="night simulator preset (default street)")
-    p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument("--exposure", default=[0.1], type=exposure_levels, help="comma-separated exposure levels "
+                   "in [0, 1] for the darkener, the mean brightness asked of the output (default 0.1)")
+    p.add_argument("--preset", default="street", help="night simulator preset: street, urban, dark, global_dim, "
+                   "or mixed (a preset drawn per image from the seed); default street")
+    p.add_argument("--seed", type=seed_value, default=0, help="simulator seed, an integer >= 0 (image i uses "
+                   "seed + i)")
     p.add_argument("--raw", action="store_true", help="inputs are camera RAW/DNG files decoded with rawpy")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_darken)
@@ -123,24 +114,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ------------------------------------------------------------------------------------------- option values
+
+
+def exposure_levels(text: str) -> list[float]:
+    """``--exposure``: comma-separated numbers in [0, 1]."""
+    try:
+        levels = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers in [0, 1], "
+                                         "e.g. 0.05,0.2") from None
+    bad = [x for x in levels if not 0.0 <= x <= 1.0]  # also catches nan
+    if bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: level {bad[0]:g} is outside [0, 1] (an exposure level is "
+                                         "the mean brightness asked of the darkened image: 0 black, 1 white)")
+    return levels
+
+
+def seed_value(text: str) -> int:
+    """``--seed``: an integer >= 0."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
+    return seed
+
+
 # ------------------------------------------------------------------------------------------------ commands
-
-
-def resolve_recipe_path(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    for candidate in (RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise SimmmError(f"recipe {name}: no such file; give a YAML path or one of: "
-                     f"{', '.join(p.stem for p in sorted(RECIPES_DIR.glob('*.yaml')))}")
 
 
 def _load(args):
     from simmm.recipe import load_recipe
 
-    return load_recipe(resolve_recipe_path(args.recipe), args.overrides)
+    return load_recipe(args.recipe, args.overrides)
 
 
 def cmd_train(args) -> int:
@@ -178,19 +186,25 @@ def cmd_darken(args) -> int:
 
     out = Path(args.out)
     if args.physical:
-        from simmm.night import PRESETS, simulate_night, simulate_night_raw
+        from simmm.night import MIXED, PRESETS, mixed_presets, simulate_night, simulate_night_raw
 
-        if args.preset not in PRESETS:
-            raise SimmmError(f"--preset {args.preset}: unknown; available: {', '.join(PRESETS)}")
+        if args.preset not in (*PRESETS, MIXED):
+            raise SimmmError(f"--preset {args.preset}: unknown; available: {', '.join(PRESETS)}, {MIXED}")
+        if args.raw and args.preset == MIXED:
+            raise SimmmError(f"--preset {MIXED} is for sRGB images; with --raw give one of {', '.join(PRESETS)}")
         for i, name in enumerate(args.images):
+            drawn = ""
             if args.raw:
                 image = simulate_night_raw(name, PRESETS[args.preset], seed=args.seed + i)
+            elif args.preset == MIXED:
+                images, chosen = mixed_presets(load_image_tensor(name).unsqueeze(0), seed=args.seed + i)
+                image, drawn = images[0], f" ({chosen[0]})"
             else:
                 image = simulate_night(load_image_tensor(name).unsqueeze(0), PRESETS[args.preset],
                                        seed=args.seed + i)[0]
             target = out / f"{Path(name).stem}_night_{args.preset}.png"
             save_image(image, target)
-            print(target)
+            print(f"{target}{drawn}")
         return 0
     from simmm.checkpoint import load_checkpoint
     from simmm.darkening import DarkeningNet
@@ -207,13 +221,9 @@ def cmd_darken(args) -> int:
 
     load_module_state(net, state["modules"]["darkener"], args.checkpoint, "darkener")
     net.eval()
-    try:
-        levels = [float(x) for x in args.exposure.split(",")]
-    except ValueError:
-        raise SimmmError(f"--exposure {args.exposure}: expected comma-separated numbers in [0, 1]") from None
     for name in args.images:
         image = load_image_tensor(name).unsqueeze(0)
-        for level in levels:
+        for level in args.exposure:
             with torch.no_grad():
                 dark = net(image, torch.full((1,), level)).image[0]
             target = out / f"{Path(name).stem}_dark_{level:g}.png"
@@ -312,4 +322,10 @@ def cmd_data_check(args) -> int:
     adapter = get_task(recipe.task)(recipe)
     report = adapter.check_data()
     print(report.format())
+    if not report.ok:
+        from simmm.data.sources import missing_sources
+
+        for line in missing_sources(recipe.data):
+            print(textwrap.fill(line, width=110, subsequent_indent="  ", break_long_words=False,
+                                break_on_hyphens=False))
     return 0 if report.ok else 1

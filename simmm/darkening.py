@@ -1,4 +1,4 @@
-r"""Darkening module D of SMM: an exposure-guided pixel-wise mapping (DESIGN §4.1).
+r"""Darkening module D of SMM: an exposure-guided pixel-wise mapping (METHOD.md §4.1).
 
 D takes a day image ``I`` in ``[0, 1]`` and an exposure map ``E`` and predicts two per-pixel, per-channel
 adjustment maps

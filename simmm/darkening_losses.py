@@ -1,4 +1,4 @@
-r"""Losses of the darkening module D in SMM (DESIGN §4.2).
+r"""Losses of the darkening module D in SMM (METHOD.md §4.2).
 
 D is trained to minimise
 

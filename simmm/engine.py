@@ -287,7 +287,7 @@ class Engine:
                 self._iters.pop(stream)
 
     def _activate(self, phase: Phase) -> None:
-        """Train the phase's players' modules; freeze every other module of the method (DESIGN §3.1)."""
+        """Train the phase's players' modules; freeze every other module of the method (METHOD.md §3.1)."""
         for module in self.method.modules().values():
             set_trainable(module, False)
         for name in phase.players:
@@ -309,10 +309,9 @@ class Engine:
         if dist.is_main():
             save_recipe(self.recipe, self.run_dir / "config.yaml")
         self.logger = RunLogger(self.run_dir, self.total_steps, self.recipe.log.tensorboard,
-                                self.recipe.log.progress, start_step=self.global_step)
+                                self.recipe.log.progress, start_step=self.global_step, every=self.recipe.log.every)
         if resume:
-            self.logger.message(f"resuming from step {self.global_step} of {self.total_steps} "
-                                f"({ckpt_dir / 'last.pt'})")
+            self.logger.resuming(self.global_step, self.total_steps)
         # Ctrl-C / SIGTERM only *ask* to stop: the step in flight finishes, the state is saved at that step
         # boundary, then the run stops (a signal landing mid-step must not save half an optimiser update).
         # A second signal stops at once, keeping the last checkpoint on disk.

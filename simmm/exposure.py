@@ -1,4 +1,4 @@
-r"""Exposure levels for the darkening module D (SMM, DESIGN §4.1).
+r"""Exposure levels for the darkening module D (SMM, METHOD.md §4.1).
 
 D is told how dark to make an image by an exposure map ``E`` of one channel, the same size as the image.
 

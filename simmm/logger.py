@@ -1,8 +1,10 @@
 """Run logging: a rich progress bar with ETA and live losses, a CSV always, TensorBoard when installed.
 
-Only the main process (rank 0) writes. The CSV has one row per logged training step and one per evaluation;
-its columns grow as new names appear (the file is rewritten with the wider header when that happens, which is
-cheap: logs are written every ``log.every`` steps).
+When the console is not a terminal (CI, nohup, a cluster job's log file) the bar is replaced by one plain line
+every ``log.every`` steps: step, phase, losses, rate and ETA. Only the main process (rank 0) writes. The CSV
+has one row per logged training step and one per evaluation; its columns grow as new names appear (the file
+is rewritten with the wider header when that happens, which is cheap: logs are written every ``log.every``
+steps).
 """
 from __future__ import annotations
 
@@ -11,14 +13,18 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
+from rich.errors import LiveError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from simmm import dist
+
+__all__ = ["RunLogger", "console", "print_metrics_table", "track", "write_json"]
 
 console = Console(stderr=True)
 
@@ -27,9 +33,13 @@ class RunLogger:
     """Writes ``metrics.csv`` (and TensorBoard events) under ``run_dir`` and drives the progress bar."""
 
     def __init__(self, run_dir: str | Path, total_steps: int, tensorboard: str = "auto", progress: bool = True,
-                 start_step: int = 0) -> None:
+                 start_step: int = 0, every: int = 10) -> None:
         self.run_dir = Path(run_dir)
+        self.total_steps = total_steps
+        self.every = max(int(every), 1)
+        self._start = (time.perf_counter(), start_step)
         self.enabled = dist.is_main()
+        self.plain = self.enabled and progress and not console.is_terminal
         self.csv_path = self.run_dir / "metrics.csv"
         self.rows: list[dict] = self._read_existing(start_step) if self.enabled else []
         self.columns: list[str] = list(dict.fromkeys(k for row in self.rows for k in row))
@@ -99,19 +109,81 @@ class RunLogger:
                 self.writer.add_scalar(f"{kind}/{key}" if kind != "eval" else key, value, step)
 
     def advance(self, step: int, phase: str, losses: dict[str, float]) -> None:
+        """Move the bar to ``step``; off a terminal, print a plain line every ``every`` steps and at the end."""
+        text = " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:4])
         if self.progress is not None:
-            text = " ".join(f"{k}={v:.3g}" for k, v in list(losses.items())[:4])
             self.progress.update(self.task, completed=step, phase=phase, losses=text)
+        if self.plain and (step % self.every == 0 or step == self.total_steps):
+            console.print(self._plain_line(step, phase, text), markup=False, highlight=False, soft_wrap=True)
+
+    def _plain_line(self, step: int, phase: str, losses: str) -> str:
+        started, first = self._start
+        elapsed = time.perf_counter() - started
+        rate = (step - first) / elapsed if elapsed > 0 and step > first else 0.0
+        eta = _duration((self.total_steps - step) / rate) if rate > 0 else "?"
+        return f"step {step}/{self.total_steps} {phase} {losses} | {rate:.2f} steps/s, eta {eta}"
+
+    def resuming(self, step: int, total: int) -> None:
+        """Say where a resumed run picks up."""
+        self.message(f"resuming from step {step} of {total}")
 
     def message(self, text: str) -> None:
         if self.enabled:
-            console.print(text)
+            console.print(text, soft_wrap=not console.is_terminal)  # a log file gets whole lines
 
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
         if self.writer is not None:
             self.writer.close()
+
+
+def track(iterable, description: str, total: Optional[int] = None, every_s: float = 30.0, unit: str = "batches"):
+    """Iterate ``iterable`` showing progress: a transient bar on a terminal; elsewhere a plain line every
+    ``every_s`` seconds and, for a pass that took ``every_s / 6`` or longer, one when done (a quick pass
+    prints nothing); ``unit`` names the items in those lines. Only the main process shows anything."""
+    total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
+    if not dist.is_main():
+        yield from iterable
+        return
+    if console.is_terminal:
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=console, transient=True)
+        try:
+            bar.start()
+        except LiveError:  # an older rich with another live display running: go without the bar
+            yield from iterable
+            return
+        try:
+            yield from bar.track(iterable, total=total, description=description)
+        finally:
+            bar.stop()
+        return
+    started = last = time.perf_counter()
+    done = 0
+    of = f"/{total}" if total is not None else ""
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.perf_counter()
+        if now - last >= every_s:
+            last = now
+            console.print(f"{description}: {done}{of} {unit}, {_duration(now - started)}", markup=False,
+                          highlight=False, soft_wrap=True)
+    took = time.perf_counter() - started
+    if took >= every_s / 6:
+        console.print(f"{description}: {done} {unit} in {took:.1f}s", markup=False, highlight=False,
+                      soft_wrap=True)
+
+
+def _duration(seconds: float) -> str:
+    """``3725`` → ``1h02m05s``; ``65`` → ``1m05s``; ``4.2`` → ``4s``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def print_metrics_table(metrics: dict[str, float], title: str = "evaluation") -> None:

@@ -1,6 +1,6 @@
 """Evaluation metrics: classification accuracy, segmentation confusion matrix / mIoU, retrieval mAP.
 
-Conventions (DESIGN §4.5):
+Conventions (METHOD.md §4.5):
 
 * Every *reported* number is a percentage (``65.87`` means 65.87 %), as in the papers' tables. The one
   exception is :func:`average_precision`, the per-query building block, which returns a fraction in [0, 1].

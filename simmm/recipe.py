@@ -123,12 +123,37 @@ class Recipe:
 # --------------------------------------------------------------------------------------------------- loading
 
 
+def shipped_recipes_dir() -> Path:
+    """The recipes that ship: ``recipes/`` of a source checkout, or the installed ``simmm.recipes`` data."""
+    checkout = Path(__file__).resolve().parents[1] / "recipes"
+    if checkout.is_dir():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("simmm.recipes")))
+
+
+def resolve_recipe_path(name: str | Path) -> Path:
+    """``name`` if it is a file, else the shipped recipe of that name (``cls_smoke`` or ``cls_smoke.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = shipped_recipes_dir()
+    for candidate in (shipped / str(name), shipped / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise RecipeError(f"recipe {name}: no such file; give a YAML path or one of: "
+                      f"{', '.join(p.stem for p in sorted(shipped.glob('*.yaml')))}")
+
+
 def load_recipe(path: str | Path, overrides: list[str] = (), schemas: Optional[dict] = None) -> Recipe:
-    """Read a recipe file (following ``base:``), apply ``--set`` overrides and validate it.
+    """Read a recipe file (following ``base:``) or a shipped recipe by name (``"cls_smoke"``), apply ``--set``
+    overrides and validate it.
 
     ``schemas`` maps a task name to ``(model_config_class, data_config_class)``; by default the registered
     task adapters supply it (importing :mod:`simmm.tasks`).
     """
+    path = resolve_recipe_path(path)
     raw = read_recipe_dict(path)
     for item in overrides:
         apply_override(raw, item)

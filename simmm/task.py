@@ -55,7 +55,7 @@ def get_task(name: str) -> type:
 class Forward(NamedTuple):
     """What a task's forward pass returns.
 
-    ``features``: the maps the similarity game compares (DESIGN §4.4). ``byol``: the inputs of the BYOL heads
+    ``features``: the maps the similarity game compares (METHOD.md §4.4). ``byol``: the inputs of the BYOL heads
     (pooled vectors or stage maps). ``output``: the task prediction, or None when it was not asked for.
     """
 

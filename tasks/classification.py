@@ -3,7 +3,7 @@
 Built only on simmm's public API: this file is also the worked example of a custom task.
 
 * Model: any timm classifier; it normalises its own input with its pretrained mean/std.
-* Similarity features (DESIGN §4.4): the last backbone stage map. BYOL: the pooled vector (512-d for
+* Similarity features (METHOD.md §4.4): the last backbone stage map. BYOL: the pooled vector (512-d for
   ResNet-18), projector 512→128→128 and predictor 128→128→128.
 * Views: RandomResizedCrop (scale 0.5–1) and horizontal flip, on the batch's device; colour jitter 0.3 after
   darkening.
@@ -30,6 +30,7 @@ from simmm.data.images import verify_images
 from simmm.dist import sum_over_ranks
 from simmm.data.photos import PHOTOS, photo_crops
 from simmm.errors import DataError
+from simmm.logger import track
 from simmm.night import PRESETS, NightParams, simulate_night
 from simmm.task import DataReport, EvalSet, Forward, TaskAdapter, register_task
 
@@ -46,7 +47,7 @@ class ClassifierConfig:
 class NightSimConfig:
     """Simulated night evaluation sets made from a day evaluation set by :mod:`simmm.night`.
 
-    For each preset a set ``night_<preset>`` is made (``night_mixed`` draws a preset per image); images are
+    For each preset a set ``night_<preset>`` is made (``night_mixed`` takes the presets in turn, image i from preset i mod their number); images are
     simulated once per seed and cached under ``cache_dir``.
     """
 
@@ -244,7 +245,7 @@ class Classification(TaskAdapter):
             night = torch.load(cache, weights_only=True)
         else:
             night = torch.empty_like(images)
-            for i in range(len(images)):
+            for i in track(range(len(images)), f"simulating night_{preset}", unit="images"):
                 params: NightParams = PRESETS[presets[i % len(presets)]]
                 night[i] = simulate_night(images[i:i + 1], params, seed=ns.seed * 1_000_003 + i)[0]
             atomic_write(cache, lambda handle: torch.save(night, handle))
@@ -275,9 +276,12 @@ class Classification(TaskAdapter):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, eval_set: EvalSet) -> dict[str, float]:
-        metrics = {f"{eval_set.name}/top1": top1(model, loader)}
+        name = eval_set.name
+        metrics = {f"{name}/top1": top1(model, track(loader, f"eval {name}"))}
         if eval_set.options.get("adabn"):
-            metrics[f"{eval_set.name}/top1_adabn"] = top1(adabn(model, loader), loader)
+            # AdaBN is two more passes over the set: re-estimate the statistics, then score with them
+            adapted = adabn(model, track(loader, f"eval {name}: AdaBN statistics"))
+            metrics[f"{name}/top1_adabn"] = top1(adapted, track(loader, f"eval {name}: AdaBN top-1"))
         return metrics
 
 

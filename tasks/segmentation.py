@@ -3,7 +3,7 @@
 Built only on simmm's public API.
 
 * Model: a :class:`simmm.models.Segmenter` (RefineNet, DeepLab-v2 or PSPNet decoder on a timm encoder).
-* Similarity features and BYOL inputs (DESIGN §4.4, §4.3): all four encoder stages; one conv projector
+* Similarity features and BYOL inputs (METHOD.md §4.4, §4.3): all four encoder stages; one conv projector
   (C→64, BN, ReLU, pool, 64→128→128) and predictor per stage.
 * Views: the pair's joint augmentation — random scale (±0.3), crop, flip, blur and cutout, and colour jitter — is
   drawn once and applied identically to both views, so the day view and the darkened view stay pixel-aligned with

@@ -1,58 +1,25 @@
 """Shared fixtures: tiny datasets in the exact on-disk formats, image writers, real photos.
 
-Everything is generated (seeded) into ``tmp_path``; nothing is downloaded.
+Everything is generated (seeded, by :mod:`simmm.data.synthetic`) into ``tmp_path``; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Tuple
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from simmm.data.synthetic import make_codan_tree, write_image
 
 # The suite runs tiny tensors: one intra-op thread avoids oversubscription (which slows tiny ops by an order
 # of magnitude on a busy 2-core machine) and keeps timings steady.
 torch.set_num_threads(1)
 
-CODAN_CLASSES = ("Bicycle", "Car", "Motorbike", "Bus", "Boat", "Cat", "Dog", "Bottle", "Cup", "Chair")
-CODAN_SPLITS = ("train", "test_day", "test_night")
 
-
-def write_image(path, size: Tuple[int, int] = (40, 32), seed: int = 0, fmt: Optional[str] = None,
-                mode: str = "RGB") -> Path:
-    """Write a random (smooth + noise) image of ``size=(W, H)``; format from the suffix or ``fmt``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    w, h = size
-    base = rng.integers(0, 256, size=(1, 1, 3))
-    ramp = np.linspace(0, 60, w)[None, :, None]
-    arr = np.clip(base + ramp + rng.normal(0, 25, size=(h, w, 3)), 0, 255).astype(np.uint8)
-    img = Image.fromarray(arr, mode="RGB")
-    if mode != "RGB":
-        img = img.convert(mode)
-    img.save(path, format=fmt)
-    return path
-
-
-def make_folder_dataset(root, splits: Sequence[str] = CODAN_SPLITS, classes: Sequence[str] = CODAN_CLASSES,
-                        per_class: Tuple[int, ...] = (2, 3), size: Tuple[int, int] = (40, 32),
-                        seed: int = 0) -> Path:
-    """``root/<split>/<Class>/<n>.jpg|png``: ``per_class`` cycles over classes (2, 3, 2, 3, ...)."""
-    root = Path(root)
-    k = 0
-    for s_i, split in enumerate(splits):
-        for c_i, cls in enumerate(classes):
-            n = per_class[(c_i + s_i) % len(per_class)]
-            for j in range(n):
-                ext = ".jpg" if (j + c_i) % 2 == 0 else ".png"
-                path = root / split / cls / f"{cls.lower()}_{j:03d}{ext}"
-                write_image(path, size=size, seed=seed * 100_003 + k)
-                k += 1
-    return root
+make_folder_dataset = make_codan_tree  # root/<split>/<Class>/<n>.jpg|png; other splits/classes/sizes by argument
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """The command line: each command runs, and bad input ends in one clear paragraph with a non-zero exit code."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,59 @@ def test_debug_shows_traceback(tmp_path):
     out = subprocess.run([sys.executable, "-m", "simmm", "--debug", "train", SMOKE, "--set",
                           f"data.root={tmp_path / 'nowhere'}"], capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--exposure", "2", r"--exposure: '2': level 2 is outside \[0, 1\]"),
+    ("--exposure", "-1", r"--exposure: '-1': level -1 is outside \[0, 1\]"),
+    ("--exposure", "0.1,nan", r"--exposure: '0.1,nan': level nan is outside \[0, 1\]"),
+    ("--exposure", "0.1,dark", r"--exposure: '0.1,dark': expected comma-separated numbers in \[0, 1\]"),
+    ("--seed", "-3", r"--seed: '-3': expected an integer >= 0"),
+    ("--seed", "1.5", r"--seed: '1.5': expected an integer >= 0"),
+])
+def test_darken_rejects_out_of_range_numbers(tmp_path, capsys, option, value, expected):
+    with pytest.raises(SystemExit) as exc:
+        main(["darken", "x.png", "--out", str(tmp_path), "--checkpoint", "c.pt", option, value])
+    assert exc.value.code == 2
+    assert re.search(expected, capsys.readouterr().err)
+
+
+def test_darken_accepts_the_ends_of_the_exposure_range():
+    from simmm.cli import build_parser
+
+    args = build_parser().parse_args(["darken", "x.png", "--out", "o", "--checkpoint", "c.pt", "--exposure", "0,1"])
+    assert args.exposure == [0.0, 1.0]
+
+
+def test_darken_physical_mixed_draws_a_preset_per_image_from_the_seed(tmp_path, capsys):
+    from simmm.data.images import load_image_tensor, save_image
+    from simmm.night import simulate_night
+
+    images = []
+    for i in range(2):
+        path = tmp_path / f"im{i}.png"
+        save_image(torch.rand(3, 24, 40, generator=torch.Generator().manual_seed(i)), path)
+        images.append(path)
+    assert main(["darken", *map(str, images), "--out", str(tmp_path / "out"), "--physical", "--preset", "mixed",
+                 "--seed", "6"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    drawn = [line.rpartition(" (")[2].rstrip(")") for line in lines]
+    assert drawn == ["street", "global_dim"]  # seeds 6 and 7 draw different presets
+    for i, (path, line) in enumerate(zip(images, lines)):
+        target = tmp_path / "out" / f"im{i}_night_mixed.png"
+        assert line.startswith(str(target))
+        # image i is the printed preset simulated with seed 6 + i
+        expected = simulate_night(load_image_tensor(path).unsqueeze(0), drawn[i], seed=6 + i)[0]
+        assert torch.equal(load_image_tensor(target), load_image_tensor(_saved(expected, tmp_path / "e.png")))
+
+
+def _saved(image, path):
+    from simmm.data.images import save_image
+
+    save_image(image, path)
+    return path
+
+
+def test_darken_raw_rejects_mixed(tmp_path, capsys):
+    assert main(["darken", "x.dng", "--out", str(tmp_path), "--physical", "--raw", "--preset", "mixed"]) == 2
+    assert "--preset mixed is for sRGB images; with --raw give one of" in capsys.readouterr().err

@@ -90,7 +90,7 @@ def test_tent_tv_hand_values():
     assert tent_tv_loss(A2, alpha=0.05).item() == pytest.approx(want)
 
 
-# A non-square 1x1x2x3 map for the normalisers. Convention (DESIGN §4.2, Zero-DCE's TV): ∇x is the
+# A non-square 1x1x2x3 map for the normalisers. Convention (METHOD.md §4.2, Zero-DCE's TV): ∇x is the
 # difference along H (rows), whose (H-1)W values are averaged; ∇y along W, H(W-1) values:
 #     A = [[0.00, 0.01, 0.05],
 #          [0.03, 0.04, 0.04]]

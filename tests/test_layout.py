@@ -1,4 +1,4 @@
-"""The package's layout rules (DESIGN §2): imports run one way, and ``tasks/`` uses only what ``simmm`` exports.
+"""The package's layout rules: imports run one way, and ``tasks/`` uses only what ``simmm`` exports.
 
 Both rules are checked on the source with :mod:`ast`.
 

@@ -1,6 +1,6 @@
 """ACDC (Adverse Conditions Dataset with Correspondences): fog, night, rain, snow, with reference images.
 
-Tree (DESIGN §6)::
+Tree (METHOD.md §6)::
 
     ROOT/rgb_anon/<cond>/<split>/<SEQ>/<SEQ>_frame_<n>_rgb_anon.png          cond ∈ fog, night, rain, snow
     ROOT/rgb_anon/<cond>/<split>_ref/<SEQ>/<SEQ>_frame_<n>_rgb_ref_anon.png  normal-condition reference
@@ -21,6 +21,7 @@ from .check import DataReport
 from .segmentation_check import scan_groups
 from .segmentation_dataset import SegmentationDataset
 from .tree import PathLike, TreeGroup, check_choice, require_root
+from .synthetic import dataset_root
 
 ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
 ACDC_SPLITS = ("train", "val", "test")
@@ -68,7 +69,7 @@ class ACDCDataset(SegmentationDataset):
                  with_reference: bool = False, with_labels: Optional[bool] = None):
         self.condition = check_choice(str(condition), ACDC_CONDITIONS, "ACDC condition")
         self.split = check_choice(str(split), ACDC_SPLITS, "ACDC split")
-        layout = acdc_layout(Path(root).expanduser(), self.condition, self.split)
+        layout = acdc_layout(dataset_root(root), self.condition, self.split)
         root_p = require_root(root, layout)
         if with_labels is None:
             with_labels = self.split in LABELLED_SPLITS
@@ -84,7 +85,7 @@ def check_acdc_tree(root: PathLike, splits: Optional[Sequence[str]] = None,
     with ``references=True`` every image needs its ``*_rgb_ref_anon.png``)."""
     conds = [check_choice(c, ACDC_CONDITIONS, "ACDC condition") for c in (conditions or ACDC_CONDITIONS)]
     spl = [check_choice(s, ACDC_SPLITS, "ACDC split") for s in (splits or ACDC_SPLITS)]
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     groups: List[TreeGroup] = [acdc_group(root_p, c, s) for c in conds for s in spl]
     return scan_groups("acdc", root_p, acdc_layout(root_p), groups, verify=verify, references=references,
                        max_listed=max_listed)

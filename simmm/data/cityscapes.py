@@ -1,6 +1,6 @@
 """Cityscapes: the dataset and the check of its tree.
 
-Tree (DESIGN §6)::
+Tree (METHOD.md §6)::
 
     ROOT/leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     ROOT/gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
@@ -19,6 +19,7 @@ from .check import DataReport
 from .segmentation_check import scan_groups
 from .segmentation_dataset import SegmentationDataset
 from .tree import PathLike, TreeGroup, require_root
+from .synthetic import dataset_root
 
 __all__ = [
     "CITYSCAPES_SPLITS",
@@ -73,7 +74,7 @@ class CityscapesDataset(SegmentationDataset):
     dataset_name = "cityscapes"
 
     def __init__(self, root: PathLike, split: str = "train", size=None, with_labels: bool = True):
-        layout = cityscapes_layout(Path(root).expanduser(), [split])
+        layout = cityscapes_layout(dataset_root(root), [split])
         root_p = require_root(root, layout)
         self.split = str(split)
         self._init_from_group(cityscapes_groups(root_p, [self.split])[0], root_p, layout, size, with_labels,
@@ -88,6 +89,6 @@ def check_cityscapes_tree(root: PathLike, splits: Optional[Sequence[str]] = None
     if conditions:
         raise SimmmError("Cityscapes has no conditions; leave `conditions` unset")
     splits = list(splits) if splits else ["train", "val"]
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     return scan_groups("cityscapes", root_p, cityscapes_layout(root_p, splits),
                        cityscapes_groups(root_p, splits), verify=verify, max_listed=max_listed)

@@ -1,6 +1,6 @@
 """Dark Zurich: day / twilight / night drives through Zurich, GPS-matched day-night pairs, the test export.
 
-Tree (DESIGN §6; the release's ``Dark_Zurich_{train,val,test}_anon`` zips unpacked into one root)::
+Tree (METHOD.md §6; the release's ``Dark_Zurich_{train,val,test}_anon`` zips unpacked into one root)::
 
     ROOT/rgb_anon/train/{day,night,twilight}/<SEQ>/<SEQ>_frame_<n>_rgb_anon.png
     ROOT/rgb_anon/val/night/<SEQ>/*_rgb_anon.png          ROOT/gt/val/night/<SEQ>/*_gt_labelIds.png
@@ -50,6 +50,7 @@ from .images import IMAGE_EXTENSIONS, image_to_tensor, read_image
 from .segmentation_check import scan_groups
 from .segmentation_dataset import SegmentationDataset, resize_image
 from .tree import PathLike, TreeGroup, check_choice, find_images, normalize_size, require_root
+from .synthetic import dataset_root
 
 DZ_SPLITS = ("train", "val", "test")
 DZ_CONDITIONS = ("day", "night", "twilight")
@@ -116,7 +117,7 @@ class DarkZurichDataset(SegmentationDataset):
                  with_labels: Optional[bool] = None):
         self.split = check_choice(str(split), DZ_SPLITS, "Dark Zurich split")
         self.condition = check_choice(str(condition), DZ_CONDITIONS, "Dark Zurich condition")
-        layout = darkzurich_layout(Path(root).expanduser(), self.split, self.condition)
+        layout = darkzurich_layout(dataset_root(root), self.split, self.condition)
         root_p = require_root(root, layout)
         group = darkzurich_group(root_p, self.split, self.condition)
         if with_labels is None:
@@ -278,7 +279,7 @@ def read_pairs(root: PathLike, pairs_file: Optional[PathLike] = None) -> List[Tu
         DataError: no pairs file; a malformed line or a pair naming a missing image (the message names the
             pairs file, the line number and the missing path); one night frame paired with two day frames.
     """
-    root_p = require_root(root, darkzurich_layout(Path(root).expanduser()))
+    root_p = require_root(root, darkzurich_layout(dataset_root(root)))
     pairs, _, errors = _read_pairs(root_p, pairs_file)
     if errors:
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
@@ -302,7 +303,7 @@ class DarkZurichPairs(Dataset):
     """
 
     def __init__(self, root: PathLike, pairs_file: Optional[PathLike] = None, size=None):
-        self.root = require_root(root, darkzurich_layout(Path(root).expanduser()))
+        self.root = require_root(root, darkzurich_layout(dataset_root(root)))
         self.size = normalize_size(size)
         self.pairs_file = pairs_file
         self.pairs: List[Tuple[Path, Path]] = read_pairs(self.root, pairs_file)
@@ -463,7 +464,7 @@ def check_darkzurich_tree(root: PathLike, splits: Optional[Sequence[str]] = None
     spl = [check_choice(s, DZ_SPLITS, "Dark Zurich split") for s in (splits or DZ_SPLITS)]
     conds = ([check_choice(c, DZ_CONDITIONS, "Dark Zurich condition") for c in conditions]
              if conditions else None)
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     groups = [darkzurich_group(root_p, s, c) for s in spl for c in (conds or DZ_SPLIT_CONDITIONS[s])]
     report = scan_groups("darkzurich", root_p, darkzurich_layout(root_p), groups, verify=verify,
                          max_listed=max_listed)

@@ -20,6 +20,8 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .check import DataReport, capped, listing
+from .labels import CODAN_CLASSES, CODAN_SPLITS
+from .synthetic import dataset_root
 from .images import (
     IMAGE_EXTENSIONS,
     image_to_tensor,
@@ -30,14 +32,6 @@ from .images import (
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-CODAN_CLASSES: Tuple[str, ...] = (
-    "Bicycle", "Car", "Motorbike", "Bus", "Boat", "Cat", "Dog", "Bottle", "Cup", "Chair",
-)
-"""CODaN's ten classes; the position in this tuple is the label id."""
-
-CODAN_SPLITS: Tuple[str, ...] = ("train", "test_day", "test_night")
-"""CODaN's three splits (10k train images, 2500 per test split)."""
 
 _EXT_HINT = "|".join(e.lstrip(".") for e in (".jpg", ".png"))
 
@@ -109,7 +103,7 @@ class ImageFolderDataset(Dataset):
         strict_classes: bool = True,
         expected_layout: Optional[str] = None,
     ):
-        self.root = Path(root).expanduser()
+        self.root = dataset_root(root)
         self.split = str(split)
         self.split_dir = self.root / self.split
         self.size = size
@@ -372,7 +366,7 @@ def scan_folder_dataset(
         Problems: missing root or split, missing class folders, unexpected folders (strict), unreadable
         images, an empty split. Warnings: non-image files, empty class folders.
     """
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     layout = folder_layout(root_p, splits)
     report = DataReport.for_root("dataset", root_p, layout)
     if not report.ok:

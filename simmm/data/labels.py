@@ -24,6 +24,14 @@ from .images import _decode, _Unreadable
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+CODAN_CLASSES: Tuple[str, ...] = (
+    "Bicycle", "Car", "Motorbike", "Bus", "Boat", "Cat", "Dog", "Bottle", "Cup", "Chair",
+)
+"""CODaN's ten classes; the position in this tuple is the label id."""
+
+CODAN_SPLITS: Tuple[str, ...] = ("train", "test_day", "test_night")
+"""CODaN's three splits (10k train images, 2500 per test split)."""
+
 IGNORE_INDEX = 255
 """Target value of pixels that do not count (void classes, unlabelled pixels)."""
 
@@ -34,6 +42,7 @@ LABEL_KINDS = ("labelIds", "trainIds")
 """What a label file holds: Cityscapes labelIds (0..33) or train ids (0..18, 255)."""
 
 __all__ = [
+    "CODAN_CLASSES", "CODAN_SPLITS",
     "IGNORE_INDEX",
     "NUM_CLASSES",
     "LABEL_KINDS",

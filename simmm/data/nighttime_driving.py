@@ -1,6 +1,6 @@
 """Nighttime Driving test set (Dai & Van Gool, 2018): 50 night images with coarse Cityscapes labels.
 
-Tree (DESIGN §6)::
+Tree (METHOD.md §6)::
 
     ROOT/leftImg8bit/test/night/*_leftImg8bit.png
     ROOT/gtCoarse_daytime_trainvaltest/test/night/*_gtCoarse_labelIds.png
@@ -19,6 +19,7 @@ from .check import DataReport
 from .segmentation_check import scan_groups
 from .segmentation_dataset import SegmentationDataset
 from .tree import PathLike, TreeGroup, require_root
+from .synthetic import dataset_root
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIXES = (("_gtCoarse_labelIds.png", "labelIds"), ("_gtCoarse_labelTrainIds.png", "trainIds"))
@@ -54,7 +55,7 @@ class NighttimeDrivingDataset(SegmentationDataset):
     dataset_name = "nighttime_driving"
 
     def __init__(self, root: PathLike, size=None, with_labels: bool = True):
-        layout = nighttime_driving_layout(Path(root).expanduser())
+        layout = nighttime_driving_layout(dataset_root(root))
         root_p = require_root(root, layout)
         self._init_from_group(nighttime_driving_groups(root_p)[0], root_p, layout, size, with_labels,
                               name_root=root_p / "leftImg8bit")
@@ -68,6 +69,6 @@ def check_nighttime_driving_tree(root: PathLike, splits: Optional[Sequence[str]]
         raise SimmmError(f"Nighttime Driving has only the split 'test', got {list(splits)}")
     if conditions and list(conditions) != ["night"]:
         raise SimmmError(f"Nighttime Driving has only the condition 'night', got {list(conditions)}")
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     return scan_groups("nighttime_driving", root_p, nighttime_driving_layout(root_p),
                        nighttime_driving_groups(root_p), verify=verify, max_listed=max_listed)

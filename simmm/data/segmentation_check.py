@@ -16,6 +16,7 @@ from .check import DataReport, capped, listing
 from .images import _Unreadable, image_size, verify_image
 from .labels import _decode_label, _invalid_values
 from .tree import PathLike, TreeGroup, find_images, find_label
+from .synthetic import dataset_root
 
 __all__ = ["GroupScan", "scan_groups"]
 
@@ -137,7 +138,7 @@ def scan_groups(
         samples: check only these image files (a dataset's own list) instead of searching the groups.
         check_labels: read labels (False: count images only).
     """
-    root_p = Path(root).expanduser()
+    root_p = dataset_root(root)
     report = DataReport.for_root(dataset, root_p, layout)
     if not report.ok:
         return report

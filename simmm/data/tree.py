@@ -16,6 +16,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DataError, SimmmError
+from .synthetic import dataset_root
 
 PathLike = Union[str, "os.PathLike[str]"]
 SizeHW = Tuple[int, int]
@@ -106,7 +107,7 @@ def check_choice(value: str, allowed: Sequence[str], what: str) -> str:
 
 def require_root(root: PathLike, layout: str) -> Path:
     """``Path(root)`` if it is a folder, else :class:`DataError` naming it and the expected tree."""
-    p = Path(root).expanduser()
+    p = dataset_root(root)
     if not p.is_dir():
         raise DataError(f"dataset root {p} does not exist or is not a folder; expected the tree {layout}")
     return p

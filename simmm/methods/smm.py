@@ -1,6 +1,6 @@
 """Similarity min-max (SMM, Luo et al., ICCV 2023): zero-shot day→night adaptation, as a method on the engine.
 
-Players (DESIGN §3.1):
+Players (METHOD.md §3.1):
 
 * ``day``: optional day-only training of the task model F with the task loss (the baseline);
 * ``darkener``: the darkening module D (:class:`simmm.darkening.DarkeningNet`), trained against the frozen F to make
@@ -56,7 +56,7 @@ class CompoundExposureConfig:
 
 @dataclass
 class DarkenerLossWeights:
-    """Weights of the darkening objective: L_D^sim and the regularisers R_D (DESIGN §4.2)."""
+    """Weights of the darkening objective: L_D^sim and the regularisers R_D (METHOD.md §4.2)."""
 
     sim: float = 0.1
     exposure: float = 10.0
@@ -100,7 +100,7 @@ class DarkenerConfig:
 
 @dataclass
 class AdaptConfig:
-    """The feature-extractor phase of SMM (DESIGN §4.3): BYOL and task-loss weights, and how the second view is
+    """The feature-extractor phase of SMM (METHOD.md §4.3): BYOL and task-loss weights, and how the second view is
     darkened (``learned``: by D; ``brightness``/``gamma``: fixed darkening, the paper's ablations; ``none``)."""
 
     byol_weight: float = 0.05
@@ -261,7 +261,7 @@ class SMM(Method):
         return loss, {"task": loss.detach()}
 
     def darkener_step(self, batches, nets):
-        """D's step (DESIGN §4.2): make F's features of D(I) unlike those of I, under the regularisers R_D."""
+        """D's step (METHOD.md §4.2): make F's features of D(I) unlike those of I, under the regularisers R_D."""
         d = self.options.darkener
         images = self.task.views(batches["darkener"], 1)[0]["image"]
         if d.train_size:
@@ -293,7 +293,7 @@ class SMM(Method):
             return fixed_darkening(images, exposure, kind)
 
     def extractor_step(self, batches, nets):
-        """F's step (DESIGN §4.3): task loss on day and darkened views, plus symmetric BYOL between them."""
+        """F's step (METHOD.md §4.3): task loss on day and darkened views, plus symmetric BYOL between them."""
         a = self.options.adapt
         day, dark = self.task.views(batches["extractor"], 2)
         dark = {**dark, "image": self.darken(dark["image"])}

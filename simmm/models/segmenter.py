@@ -4,7 +4,7 @@
 (:class:`simmm.backbones.Normalize` from timm's ``pretrained_cfg``), runs the :class:`~.encoder.Encoder` (four
 stage maps) and a decoder (logits at stride 4 or 8), and upsamples the logits bilinearly to ``(H, W)``.
 
-For SMM (DESIGN §4.4) the similarity and the per-stage BYOL heads use the four encoder maps:
+For SMM (METHOD.md §4.4) the similarity and the per-stage BYOL heads use the four encoder maps:
 :meth:`Segmenter.forward_features`, or :meth:`Segmenter.forward_with_features` for maps and logits from one
 encoder pass.
 
@@ -90,7 +90,7 @@ class Segmenter(nn.Module):
 
     def forward_normalized(self, x: Tensor) -> Tensor:
         """Logits for input that is already normalised (skips :attr:`normalize`), e.g. DANIA's relit
-        ``R(I) = I + r``, which lives in the normalised space (DESIGN §5)."""
+        ``R(I) = I + r``, which lives in the normalised space (METHOD.md §5)."""
         return self.forward_head(self.encoder(x), x.shape[-2:])
 
     def _aux(self, features: List[Tensor], size) -> Optional[Tensor]:

@@ -1,0 +1,287 @@
+"""Tiny datasets in the exact on-disk formats of CODaN, Cityscapes, Dark Zurich, Nighttime Driving and ACDC.
+
+Every tree is generated, seeded, from random smooth-plus-noise images: same folders, file-name patterns
+(``aachen_000000_000019_leftImg8bit.png``, ``GOPR0356_frame_000321_rgb_anon.png``, ...) and label encodings as
+the real releases, including the distractor files they ship next to the labels (``*_color.png``,
+``*_polygons.json``, ``*_labelColor.png``, ``*_invIds.png``). Segmentation images are 16×32 (H×W) RGB PNGs and
+labels mode-L PNGs whose ids come from the Cityscapes table (ignored ids as well as evaluation classes); CODaN
+images are 40×32 (W×H) JPGs and PNGs, 2–3 per class and split.
+
+They let the smoke recipes run out of the box and the tests check the loaders: a dataset ``root`` written
+``synthetic:<name>`` (``synthetic:codan``, ``synthetic:cityscapes``, ``synthetic:darkzurich``,
+``synthetic:nighttime_driving``, ``synthetic:acdc``) is such a tree, generated on first use under
+``.cache/simmm/synthetic/<name>`` of the working directory (see :func:`dataset_root`). They hold no real
+pictures: numbers trained on them only say that the code runs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from simmm.data.labels import CODAN_CLASSES, CODAN_SPLITS, LABEL_TO_TRAIN
+from simmm.errors import DataError
+
+
+__all__ = [
+    "SYNTHETIC", "SYNTHETIC_DIR", "SEG_H", "SEG_W", "SAMPLE_LABEL_IDS", "TREES",
+    "dataset_root", "synthetic_tree",
+    "write_image", "write_rgb", "write_label", "label_pattern",
+    "make_codan_tree", "make_cityscapes_tree", "make_darkzurich_tree", "make_nighttime_driving_tree",
+    "make_acdc_tree",
+]
+
+PathLike = Union[str, os.PathLike]
+
+SYNTHETIC = "synthetic:"
+SYNTHETIC_DIR = Path(".cache/simmm/synthetic")
+
+SEG_H, SEG_W = 16, 32
+
+# labelIds used in the fake labels: ignored ones (0..6, 9 parking, 14 guard rail, 29 caravan) and
+# evaluation classes (road, sidewalk, building, pole, vegetation, sky, person, car, bicycle).
+SAMPLE_LABEL_IDS: Tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 9, 14, 29, 7, 8, 11, 17, 21, 23, 24, 26, 33)
+
+
+# ------------------------------------------------------------------------------------------------- writers
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, base: int, ramp: float, noise: float) -> np.ndarray:
+    """An ``(h, w, 3)`` uint8 image: a random colour plus a horizontal ramp plus Gaussian noise."""
+    colour = rng.integers(0, base, size=(1, 1, 3))
+    slope = np.linspace(0, ramp, w)[None, :, None]
+    return np.clip(colour + slope + rng.normal(0, noise, size=(h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _save(arr: np.ndarray, path: PathLike, mode: str, fmt=None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, mode=mode).save(path, format=fmt)
+    return path
+
+
+def write_image(path: PathLike, size: Tuple[int, int] = (40, 32), seed: int = 0, fmt=None,
+                mode: str = "RGB") -> Path:
+    """A random (smooth + noise) image of ``size=(W, H)``; format from the suffix or ``fmt``; ``mode`` converts."""
+    w, h = size
+    img = Image.fromarray(_smooth_noise(np.random.default_rng(seed), h, w, 256, 60, 25), mode="RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+def write_rgb(path: PathLike, size_hw: Tuple[int, int] = (SEG_H, SEG_W), seed: int = 0) -> Path:
+    """A random smooth-plus-noise RGB PNG of ``size_hw`` (a darker draw than :func:`write_image`)."""
+    return _save(_smooth_noise(np.random.default_rng(seed), *size_hw, 200, 50, 20), path, "RGB")
+
+
+def label_pattern(ids: Sequence[int], size_hw: Tuple[int, int] = (SEG_H, SEG_W), seed: int = 0,
+                  block: int = 4) -> np.ndarray:
+    """A ``uint8`` id map of ``block``×``block`` tiles, each tile one id drawn from ``ids`` (all ids appear
+    when there are enough tiles)."""
+    rng = np.random.default_rng(seed)
+    h, w = size_hw
+    th, tw = -(-h // block), -(-w // block)
+    n = th * tw
+    ids = list(ids)
+    tiles = np.array((ids * (n // len(ids) + 1))[:n] if n >= len(ids) else ids[:n], dtype=np.uint8)
+    rng.shuffle(tiles)
+    grid = tiles.reshape(th, tw)
+    return np.kron(grid, np.ones((block, block), dtype=np.uint8))[:h, :w].astype(np.uint8)
+
+
+def write_label(path: PathLike, arr: np.ndarray) -> Path:
+    """Write an id map as a mode-L PNG."""
+    return _save(np.asarray(arr, dtype=np.uint8), path, "L")
+
+
+def _colour(path: Path, label_ids: np.ndarray) -> None:
+    """A stand-in for the releases' colour visualisation (an RGB PNG next to the label)."""
+    ids = label_ids.astype(np.int64)
+    _save(np.stack([ids * 7 % 256, ids * 13 % 256, ids * 29 % 256], -1).astype(np.uint8), path, "RGB")
+
+
+# ------------------------------------------------------------------------------------------------- CODaN
+def make_codan_tree(root: PathLike, splits: Optional[Sequence[str]] = None, classes: Optional[Sequence[str]] = None,
+                    per_class: Tuple[int, ...] = (2, 3), size: Tuple[int, int] = (40, 32), seed: int = 0) -> Path:
+    """``root/<split>/<Class>/<class>_<n>.jpg|png``; ``per_class`` cycles over classes (2, 3, 2, 3, ...).
+    ``splits``/``classes`` default to CODaN's (train, test_day, test_night; the ten classes); others make any
+    class-folder (ImageFolder) tree."""
+    splits = CODAN_SPLITS if splits is None else splits
+    classes = CODAN_CLASSES if classes is None else classes
+    root = Path(root)
+    k = 0
+    for s_i, split in enumerate(splits):
+        for c_i, cls in enumerate(classes):
+            n = per_class[(c_i + s_i) % len(per_class)]
+            for j in range(n):
+                ext = ".jpg" if (j + c_i) % 2 == 0 else ".png"
+                write_image(root / split / cls / f"{cls.lower()}_{j:03d}{ext}", size=size, seed=seed * 100_003 + k)
+                k += 1
+    return root
+
+
+# ---------------------------------------------------------------------------------------------- Cityscapes
+CITYSCAPES_FILES: Dict[str, Dict[str, List[str]]] = {
+    "train": {"aachen": ["aachen_000000_000019", "aachen_000001_000019"], "bochum": ["bochum_000000_000313"]},
+    "val": {"frankfurt": ["frankfurt_000000_000294", "frankfurt_000000_000576"],
+            "lindau": ["lindau_000000_000019"]},
+}
+
+
+def make_cityscapes_tree(root: PathLike, files: Dict[str, Dict[str, List[str]]] = CITYSCAPES_FILES,
+                         seed: int = 0) -> Path:
+    """``root/leftImg8bit/<split>/<city>/*_leftImg8bit.png`` + ``root/gtFine/<split>/<city>/*_gtFine_*``."""
+    root = Path(root)
+    k = 0
+    for split, cities in files.items():
+        for city, stems in cities.items():
+            for stem in stems:
+                write_rgb(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", seed=seed + k)
+                lab = label_pattern(SAMPLE_LABEL_IDS, seed=seed + k)
+                gt = root / "gtFine" / split / city
+                write_label(gt / f"{stem}_gtFine_labelIds.png", lab)
+                write_label(gt / f"{stem}_gtFine_instanceIds.png", lab)
+                _colour(gt / f"{stem}_gtFine_color.png", lab)
+                (gt / f"{stem}_gtFine_polygons.json").write_text(
+                    f'{{"imgHeight": {SEG_H}, "imgWidth": {SEG_W}, "objects": []}}')
+                k += 1
+    return root
+
+
+# --------------------------------------------------------------------------------------------- Dark Zurich
+DZ_TRAIN = {
+    "night": {"GOPR0351": ["GOPR0351_frame_000001", "GOPR0351_frame_000002", "GOPR0351_frame_000003"]},
+    "day": {"GOPR0345": ["GOPR0345_frame_000077", "GOPR0345_frame_000081"]},
+    "twilight": {"GOPR0348": ["GOPR0348_frame_000010", "GOPR0348_frame_000011"]},
+}
+DZ_VAL = {"GOPR0356": ["GOPR0356_frame_000321", "GOPR0356_frame_000324", "GOPR0356_frame_000327"]}
+DZ_TEST = {"GOPR0364": ["GOPR0364_frame_000001", "GOPR0364_frame_000002"]}
+# night frame -> GPS-matched day frame (two nights share one day frame, as in the real list)
+DZ_PAIRS = [("GOPR0351/GOPR0351_frame_000001", "GOPR0345/GOPR0345_frame_000081"),
+            ("GOPR0351/GOPR0351_frame_000002", "GOPR0345/GOPR0345_frame_000081"),
+            ("GOPR0351/GOPR0351_frame_000003", "GOPR0345/GOPR0345_frame_000077")]
+
+
+def make_darkzurich_tree(root: PathLike, seed: int = 100) -> Path:
+    """The unpacked train/val/test releases: ``rgb_anon/``, ``gt/val/night/``, ``corresp/train/night/``.
+
+    Also writes DANNet's pair list form at ``root/lists/zurich_dn_pair_train.csv`` (``night,day`` paths
+    relative to ``rgb_anon/`` without the ``_rgb_anon.png`` suffix).
+    """
+    root = Path(root)
+    k = 0
+    for cond, seqs in DZ_TRAIN.items():
+        for seq, frames in seqs.items():
+            for f in frames:
+                write_rgb(root / "rgb_anon" / "train" / cond / seq / f"{f}_rgb_anon.png", seed=seed + k)
+                k += 1
+    for seq, frames in DZ_VAL.items():
+        for f in frames:
+            write_rgb(root / "rgb_anon" / "val" / "night" / seq / f"{f}_rgb_anon.png", seed=seed + k)
+            _write_labels(root / "gt" / "val" / "night" / seq / f"{f}_gt", label_pattern(SAMPLE_LABEL_IDS,
+                                                                                       seed=seed + k))
+            k += 1
+    for seq, frames in DZ_TEST.items():
+        for f in frames:
+            write_rgb(root / "rgb_anon" / "test" / "night" / seq / f"{f}_rgb_anon.png", seed=seed + k)
+            k += 1
+    rows = "".join(f"train/night/{n},train/day/{d}\n" for n, d in DZ_PAIRS)
+    for pairs in (root / "corresp" / "train" / "night" / "GOPR0351.csv", root / "lists" / "zurich_dn_pair_train.csv"):
+        pairs.parent.mkdir(parents=True, exist_ok=True)
+        pairs.write_text(rows)
+    return root
+
+
+def _write_labels(stem: Path, label_ids: np.ndarray) -> None:
+    """Dark Zurich / ACDC ground truth: ``<stem>_labelIds``, ``_labelTrainIds``, ``_labelColor``, ``_invIds``."""
+    write_label(f"{stem}_labelIds.png", label_ids)
+    write_label(f"{stem}_labelTrainIds.png", LABEL_TO_TRAIN[label_ids])
+    _colour(Path(f"{stem}_labelColor.png"), label_ids)
+    write_label(f"{stem}_invIds.png", np.zeros_like(label_ids))
+
+
+# -------------------------------------------------------------------------------------- Nighttime Driving
+ND_STEMS = ["0_frame_0046", "0_frame_0117", "1_frame_0020"]
+
+
+def make_nighttime_driving_tree(root: PathLike, seed: int = 200) -> Path:
+    """``root/leftImg8bit/test/night/*_leftImg8bit.png`` + ``gtCoarse_daytime_trainvaltest/test/night/``."""
+    root = Path(root)
+    for k, stem in enumerate(ND_STEMS):
+        write_rgb(root / "leftImg8bit" / "test" / "night" / f"{stem}_leftImg8bit.png", seed=seed + k)
+        lab = label_pattern(SAMPLE_LABEL_IDS, seed=seed + k)
+        gt = root / "gtCoarse_daytime_trainvaltest" / "test" / "night"
+        write_label(gt / f"{stem}_gtCoarse_labelIds.png", lab)
+        _colour(gt / f"{stem}_gtCoarse_color.png", lab)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------- ACDC
+ACDC_SEQS = {"fog": "GOPR0475", "night": "GOPR0376", "rain": "GOPR0400", "snow": "GOPR0122"}
+ACDC_FRAMES = {"train": ["000041", "000043"], "val": ["000102", "000105"], "test": ["000210", "000213"]}
+
+
+def make_acdc_tree(root: PathLike, conditions: Iterable[str] = ("fog", "night", "rain", "snow"),
+                   seed: int = 300) -> Path:
+    """``rgb_anon/<cond>/<split>/<SEQ>/`` (+ ``<split>_ref/``) and ``gt/<cond>/{train,val}/<SEQ>/``."""
+    root = Path(root)
+    k = 0
+    for cond in conditions:
+        seq = ACDC_SEQS[cond]
+        for split, frames in ACDC_FRAMES.items():
+            for fr in frames:
+                stem = f"{seq}_frame_{fr}"
+                write_rgb(root / "rgb_anon" / cond / split / seq / f"{stem}_rgb_anon.png", seed=seed + k)
+                write_rgb(root / "rgb_anon" / cond / f"{split}_ref" / seq / f"{stem}_rgb_ref_anon.png",
+                          seed=seed + 1000 + k)
+                if split != "test":
+                    _write_labels(root / "gt" / cond / split / seq / f"{stem}_gt",
+                                  label_pattern(SAMPLE_LABEL_IDS, seed=seed + k))
+                k += 1
+    return root
+
+
+# ------------------------------------------------------------------------------------- synthetic:<name> roots
+TREES: Dict[str, Callable[[Path], Path]] = {
+    "codan": make_codan_tree,
+    "cityscapes": make_cityscapes_tree,
+    "darkzurich": make_darkzurich_tree,
+    "nighttime_driving": make_nighttime_driving_tree,
+    "acdc": make_acdc_tree,
+}
+
+
+def synthetic_tree(name: str, base: PathLike = SYNTHETIC_DIR) -> Path:
+    """``base/<name>``, the tiny tree of that name, generated there on first use (written to a temporary
+    folder and renamed, so a half-written tree is never used and parallel processes do not collide)."""
+    if name not in TREES:
+        raise DataError(f"dataset root {SYNTHETIC}{name}: no synthetic tree {name!r}; available: "
+                        f"{', '.join(SYNTHETIC + n for n in TREES)}")
+    target = Path(base) / name
+    if target.is_dir():
+        return target
+    tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    TREES[name](tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():
+            raise
+    return target
+
+
+def dataset_root(root: PathLike) -> Path:
+    """A recipe's dataset ``root`` as a folder: ``~`` expanded; ``synthetic:<name>`` is the tiny generated tree
+    of that name (:func:`synthetic_tree`)."""
+    text = os.fspath(root)
+    if text.startswith(SYNTHETIC):
+        return synthetic_tree(text[len(SYNTHETIC):])
+    return Path(text).expanduser()
