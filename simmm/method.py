@@ -160,10 +160,6 @@ class Method:
         """Called when ``phase`` starts (or resumes), after its players' modules were set trainable and all others
         frozen."""
 
-    def signature(self) -> dict:
-        """What identifies the method's modules in checkpoints (added to the task's signature)."""
-        return {"method": self.name}
-
 
 METHODS: dict[str, type] = {}
 

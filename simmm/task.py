@@ -19,7 +19,7 @@ from torch import nn
 from simmm.data.check import DataReport
 
 __all__ = ["TASKS", "register_task", "task_schemas", "get_task", "Forward", "EmptyConfig", "EvalSet", "TaskAdapter",
-           "DataReport"]
+           "TaskNet", "DataReport"]
 
 TASKS: dict[str, type] = {}
 
@@ -112,11 +112,14 @@ class TaskAdapter:
         return {"task": self.name}
 
     def forward(self, model: nn.Module, images: torch.Tensor, output: bool = True) -> Forward:
-        """Run ``model`` on images in [0, 1]; give the similarity features, BYOL inputs and (optionally) output."""
+        """Run ``model`` on images in [0, 1]; give the prediction (when ``output``) and the feature maps a method
+        compares: SMM's similarity features and BYOL inputs (METHOD.md §4.4). Methods call it through
+        :class:`TaskNet`."""
         raise NotImplementedError
 
+    # --- what SMM asks of a task besides the above (other methods may ignore it) --------------------------------
     def build_byol_heads(self, model: nn.Module) -> nn.Module:
-        """A :class:`simmm.byol.BYOLHeads` sized for this task's BYOL inputs."""
+        """SMM: a :class:`simmm.byol.BYOLHeads` sized for this task's BYOL inputs (``Forward.byol``)."""
         raise NotImplementedError
 
     # --- data ----------------------------------------------------------------------------------------------

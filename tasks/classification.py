@@ -300,7 +300,10 @@ def top1(model: nn.Module, loader) -> float:
 
 @torch.no_grad()
 def adabn(model: nn.Module, loader) -> nn.Module:
-    """A copy of ``model`` whose batch-norm statistics are re-estimated on ``loader`` (AdaBN)."""
+    """A copy of ``model`` whose batch-norm statistics are re-estimated on ``loader`` (AdaBN): the average of the
+    set's batch statistics. In a distributed run each process averages over its share and the averages are pooled,
+    weighted by batch count (the batches fall differently than in one process: the statistics agree closely, not
+    bitwise)."""
     import copy
 
     adapted = copy.deepcopy(model)
@@ -314,4 +317,11 @@ def adabn(model: nn.Module, loader) -> nn.Module:
     device = next(model.parameters()).device
     for batch in loader:
         adapted(batch["image"].to(device))
+    for m in norms:  # a distributed run: each process saw its share; pool the per-batch averages of all
+        n = m.num_batches_tracked.to(torch.float64).view(1)
+        pooled = sum_over_ranks(torch.cat([n, m.running_mean.double() * n, m.running_var.double() * n]))
+        c = m.num_features
+        if float(pooled[0]) > float(n):
+            m.running_mean.copy_(pooled[1:c + 1] / pooled[0])
+            m.running_var.copy_(pooled[c + 1:] / pooled[0])
     return adapted.eval()

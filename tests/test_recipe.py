@@ -136,3 +136,15 @@ def test_shipped_recipes_validate():
     assert recipes
     for path in recipes:
         load_recipe(path)  # every shipped recipe is valid against the real task schemas
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_loads(path):
+    """Every recipe that ships validates (its task's and its method's sections), and round-trips."""
+    from simmm.recipe import load_recipe
+
+    recipe = load_recipe(path)
+    assert recipe.method == "smm" and recipe.options.schedule in ("two_stage", "alternating")
+    assert set(recipe.players) == {"day", "darkener", "extractor"}
+    again = recipe_from_dict(recipe_to_dict(recipe))
+    assert recipe_to_dict(again) == recipe_to_dict(recipe)
