@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from simmm.errors import RecipeError
+from simmm.registry import registrar
 
 __all__ = ["Batches", "Context", "EmptyMethodConfig", "METHODS", "Method", "Phase", "Player", "Stream", "StepOutput",
            "get_method", "method_schemas", "register_method", "set_trainable"]
@@ -166,13 +167,7 @@ METHODS: dict[str, type] = {}
 
 def register_method(name: str) -> Callable[[type], type]:
     """Class decorator: make a :class:`Method` subclass available to recipes as ``method: name``."""
-
-    def wrap(cls: type) -> type:
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return wrap
+    return registrar(METHODS)(name)
 
 
 def _load_shipped() -> None:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from simmm.data.check import DataReport
+from simmm.registry import registrar
 
 __all__ = ["TASKS", "register_task", "task_schemas", "get_task", "Forward", "EmptyConfig", "EvalSet", "TaskAdapter",
            "TaskNet", "DataReport"]
@@ -26,13 +27,7 @@ TASKS: dict[str, type] = {}
 
 def register_task(name: str) -> Callable[[type], type]:
     """Class decorator: make a :class:`TaskAdapter` subclass available to recipes as ``task: name``."""
-
-    def wrap(cls: type) -> type:
-        cls.name = name
-        TASKS[name] = cls
-        return cls
-
-    return wrap
+    return registrar(TASKS)(name)
 
 
 def task_schemas() -> dict[str, tuple[type, type]]:
