@@ -14,9 +14,13 @@ ResNet generator with three residual blocks, batch norm, as DANNet's ``LightNet`
 
 Convolutions followed by batch norm have no bias. Any ``H, W ≥ 5`` works: the strided convolutions round
 up (``ceil(H/2)``), the transposed ones double, and the upsampled features are cropped to ``H × W`` from the
-top-left corner before the last convolution, which keeps them aligned (output pixel ``2i`` of a stride-2 transposed convolution sits on input pixel
-``2i`` of the matching stride-2 convolution). R adds ``r`` to whatever tensor it is given; DANNet feeds the
-backbone-normalised image, so that ``r`` lives in normalised units.
+top-left corner before the last convolution, which keeps them aligned (output pixel ``2i`` of a stride-2
+transposed convolution sits on input pixel ``2i`` of the matching stride-2 convolution).
+
+R adds ``r`` to whatever tensor it is given. DANNet feeds it the backbone-normalised image (ImageNet mean and
+std), so ``r`` is in normalised units and the segmentation net takes ``R(I)`` as it is; simmm's
+:class:`~simmm.models.Segmenter` normalises its ``[0, 1]`` input itself, so a caller that normalises before R
+runs the segmenter's encoder and decoder on ``R(I)`` directly (or undoes the normalisation first).
 
 >>> relight = RelightNet()
 >>> out = relight(images)          # images (B, 3, H, W) -> out.image, out.residual, both (B, 3, H, W)
