@@ -4,8 +4,11 @@ its coordinate matrices (expected values worked out by hand in the comments)."""
 import shutil
 from pathlib import Path
 
+import kornia
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from seg_fixtures import *  # noqa: F401,F403 (the tmp_darkzurich, tmp_acdc fixtures)
 from simmm.data.darkzurich import check_darkzurich_tree
@@ -230,6 +233,37 @@ def test_conjugate_homography_by_hand():
     # a flip on both sides turns a right shift into a left one (the flip of a 16-wide image: x' = 15 - x)
     flip = _f64([[-1, 0, 15], [0, 1, 0], [0, 0, 1]])
     assert torch.allclose(conjugate_homography(shift, flip, flip), _f64([[1, 0, -3], [0, 1, 0], [0, 0, 1]]))
+
+
+def test_cached_homography_warps_the_day_sample_onto_the_night_sample(tmp_path):
+    """End to end: files of two sizes related by a known homography, loaded at another size (the items'
+    matrices), transformed (scale, crop, resize, flip), the homography conjugated and the day sample warped
+    with kornia (``align_corners=True``: pixel centres at integers, this module's convention). Each image
+    encodes the night file's coordinates (red = 4x/255, green = 4y/255), so the warped day sample must read
+    the same coordinates as the night sample, up to the 8-bit rounding of the resized files (1/8 px)."""
+    def save(red, green, name):
+        Image.fromarray(np.stack([red, green, np.full_like(red, 100)], -1).astype(np.uint8)).save(tmp_path / name)
+
+    y, x = np.mgrid[0:48, 0:64]
+    save(4 * x, 4 * y, "n.png")
+    y, x = np.mgrid[0:40, 0:48]  # day pixel (x, y) shows night point (1.25x + 3, 1.25y): 4·(1.25x + 3) = 5x + 12
+    save(5 * x + 12, 5 * y, "d.png")
+    (tmp_path / "pairs.csv").write_text("n.png,d.png\n")  # a first row of file names is not a header
+    day_to_night = _f64([[1.25, 0, 3], [0, 1.25, 0], [0, 0, 1]])
+    ds = pair_dataset("csv", tmp_path, pairs_file="pairs.csv", size=(24, 32))
+    batch = torch.utils.data.default_collate([ds[0]] * 4)
+    t = PairTransform(crop=20, scale=(0.9, 1.1), resize=16, antialias=False)
+    night, day, p = t(batch["night"], batch["day"], generator=torch.Generator().manual_seed(0))
+    assert p.flip.any() and not p.flip.all()
+    h = conjugate_homography(day_to_night, p.matrix @ batch["day_matrix"], p.matrix @ batch["night_matrix"])
+    warped = kornia.geometry.warp_perspective(day.double(), h, (16, 16), align_corners=True)
+    covered = kornia.geometry.warp_perspective(torch.ones_like(day[:, :1]).double(), h, (16, 16),
+                                               align_corners=True)[:, 0] > 0.999
+    xn, yn = night[:, 0] * 255 / 4, night[:, 1] * 255 / 4
+    inside = covered & (xn > 3) & (xn < 60) & (yn > 3) & (yn < 44)  # away from the files' borders
+    assert inside.sum() > 500
+    assert (warped[:, 0] * 255 / 4 - xn)[inside].abs().max() < 0.2
+    assert (warped[:, 1] * 255 / 4 - yn)[inside].abs().max() < 0.2
 
 
 def test_pair_transform_bad_arguments():

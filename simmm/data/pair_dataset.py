@@ -25,7 +25,8 @@ PIL). A homography cached between the two *files* is moved into a training sampl
 
 Pair files (Dark Zurich's correspondences, a CSV): one pair a line, two names separated by a comma (or, in a
 line without commas, by whitespace); further columns are ignored; a first line whose two fields are words
-(``night,day``) is a header; ``#`` starts a comment; blank lines are skipped.
+(letters, spaces, ``_``, ``-``: no dot, digit or slash, e.g. ``night,day``) is a header; ``#`` starts a
+comment; blank lines are skipped.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .tree import PathLike, normalize_size, require_root
 __all__ = ["PairLine", "PairList", "PairDataset", "CSVPairs", "read_pair_lines", "read_csv_pairs",
            "report_pairs", "pair_key"]
 
-_HEADER_RE = re.compile(r"^[A-Za-z][A-Za-z _.\-]*$")
+_HEADER_RE = re.compile(r"^[A-Za-z][A-Za-z _\-]*$")
 
 
 @dataclass
