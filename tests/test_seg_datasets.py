@@ -250,7 +250,7 @@ def test_pairs_from_release_correspondences_and_dannet_csv(tmp_darkzurich):
     assert _pair_names(ds.pairs) == EXPECTED_PAIRS
     assert len(ds) == 3 and ds.num_day_frames == 2
     item = ds[0]
-    assert set(item) == {"night", "day", "night_path", "day_path"}
+    assert set(item) == {"night", "day", "index", "key", "night_matrix", "day_matrix", "night_path", "day_path"}
     assert item["night"].shape == item["day"].shape == (3, 8, 16) and item["night"].dtype == torch.float32
     rgb = tmp_darkzurich / "rgb_anon/train"
     assert Path(item["night_path"]) == rgb / "night/GOPR0351/GOPR0351_frame_000001_rgb_anon.png"

@@ -10,6 +10,10 @@ Labels are already Cityscapes train ids (0..18, 255 = ignore); a file with any o
 only ``*_gt_labelIds.png`` is present it is read as labelIds and mapped. (The release's
 ``rgb_anon_trainvaltest/`` and ``gt_trainval/`` wrappers are not part of the tree: point ``root`` at the
 folder that holds ``rgb_anon/`` and ``gt/``.)
+
+Pairs (:class:`ACDCPairs`, DANIA's paired stream on ACDC): each adverse-condition image with its reference
+image, the same place in normal conditions: the condition image is the pair's ``night``, the reference its
+``day``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .check import DataReport
+from .pair_dataset import PairDataset, PairList
 from .segmentation_check import scan_groups
 from .segmentation_dataset import SegmentationDataset
-from .tree import PathLike, TreeGroup, check_choice, require_root
+from .tree import PathLike, TreeGroup, check_choice, find_images, require_root
 from .synthetic import dataset_root
 
 ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
@@ -30,8 +35,8 @@ IMAGE_SUFFIX = "_rgb_anon.png"
 REFERENCE_SUFFIX = "_rgb_ref_anon.png"
 LABEL_SUFFIXES = (("_gt_labelTrainIds.png", "trainIds"), ("_gt_labelIds.png", "labelIds"))
 
-__all__ = ["ACDC_CONDITIONS", "ACDC_SPLITS", "ACDCDataset", "acdc_layout", "acdc_group",
-           "check_acdc_tree"]
+__all__ = ["ACDC_CONDITIONS", "ACDC_SPLITS", "ACDCDataset", "ACDCPairs", "acdc_layout", "acdc_group",
+           "acdc_pairs", "check_acdc_tree"]
 
 
 def acdc_layout(root: PathLike, condition: str = "<cond>", split: str = "<split>") -> str:
@@ -76,6 +81,51 @@ class ACDCDataset(SegmentationDataset):
         self.with_reference = bool(with_reference)
         self._init_from_group(acdc_group(root_p, self.condition, self.split), root_p, layout, size, with_labels,
                               name_root=root_p / "rgb_anon", with_reference=self.with_reference)
+
+
+def acdc_pairs(root: PathLike, condition: str = "night", split: str = "train") -> PairList:
+    """Every ``(condition image, reference image)`` pair of one condition and split; never raises for data: a
+    missing image folder, an empty one and an image without its reference are errors of the list."""
+    cond = check_choice(str(condition), ACDC_CONDITIONS, "ACDC condition")
+    spl = check_choice(str(split), ACDC_SPLITS, "ACDC split")
+    root_p = dataset_root(root)
+    group = acdc_group(root_p, cond, spl)
+    found = PairList(sources=[group.image_dir])
+    images = find_images(group.image_dir, IMAGE_SUFFIX)
+    if not images:
+        found.errors.append(f"no images *{IMAGE_SUFFIX} in {group.image_dir}; expected the tree "
+                            f"{acdc_layout(root_p, cond, spl)}")
+    for image in images:
+        ref = group.reference_path(image)
+        if ref.is_file():
+            found.pairs.append((image, ref))
+        else:
+            found.errors.append(f"image {image} has no reference image: missing {ref}")
+    return found
+
+
+class ACDCPairs(PairDataset):
+    """ACDC's adverse-condition images with their normal-condition references (unlabelled pairs).
+
+    Args:
+        root: dataset root (holding ``rgb_anon/``).
+        condition: ``"fog"``, ``"night"``, ``"rain"`` or ``"snow"``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        size: ``None`` (the condition image's native size) or ``(H, W)``.
+
+    Items: :class:`~simmm.data.pair_dataset.PairDataset`'s; ``night`` is the condition image, ``day`` its
+    reference.
+
+    Raises:
+        DataError: a missing root or image folder, an image without its reference (named, with the expected
+            path).
+    """
+
+    def __init__(self, root: PathLike, condition: str = "night", split: str = "train", size=None):
+        self.condition = check_choice(str(condition), ACDC_CONDITIONS, "ACDC condition")
+        self.split = check_choice(str(split), ACDC_SPLITS, "ACDC split")
+        root_p = require_root(root, acdc_layout(dataset_root(root), self.condition, self.split))
+        super().__init__(acdc_pairs(root_p, self.condition, self.split).require(), root_p, size)
 
 
 def check_acdc_tree(root: PathLike, splits: Optional[Sequence[str]] = None,

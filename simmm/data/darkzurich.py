@@ -12,8 +12,9 @@ line names a night frame and its day frame, e.g.
 ``train/night/GOPR0351/GOPR0351_frame_000001,train/day/GOPR0345/GOPR0345_frame_000081`` (the form SePiCo
 reads from ``corresp/train/night/`` and DANNet's ``zurich_dn_pair_train.csv`` concatenates: 2416 night
 frames, 1426 distinct day frames). Because the exact column layout may vary, a line is accepted as two names
-separated by a comma and/or whitespace (further columns are ignored), a header line without digits or
-slashes is skipped, ``#`` starts a comment, and each name may be:
+separated by a comma (or, in a line without commas, by whitespace; further columns are ignored), a header
+line of two words is skipped, ``#`` starts a comment (:func:`simmm.data.pair_dataset.read_pair_lines`), and
+each name may be:
 
 - a path relative to ``ROOT/rgb_anon`` or to ``ROOT`` (``train/night/SEQ/SEQ_frame_000001``,
   ``rgb_anon/train/night/...``), with or without the ``_rgb_anon.png`` suffix, or an absolute path;
@@ -33,23 +34,21 @@ benchmark's instructions and of submissions known to work; with no invalid masks
 
 from __future__ import annotations
 
-import re
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from ..errors import DataError, SimmmError
-from .check import DataReport, capped
-from .images import IMAGE_EXTENSIONS, image_to_tensor, read_image
+from .check import DataReport
+from .images import IMAGE_EXTENSIONS
+from .pair_dataset import PairDataset, PairList, read_pair_lines, report_pairs
 from .segmentation_check import scan_groups
-from .segmentation_dataset import SegmentationDataset, resize_image
-from .tree import PathLike, TreeGroup, check_choice, find_images, normalize_size, require_root
+from .segmentation_dataset import SegmentationDataset
+from .tree import PathLike, TreeGroup, check_choice, find_images, require_root
 from .synthetic import dataset_root
 
 DZ_SPLITS = ("train", "val", "test")
@@ -75,6 +74,7 @@ __all__ = [
     "DarkZurichDataset",
     "DarkZurichPairs",
     "read_pairs",
+    "darkzurich_pairs",
     "export_server_predictions",
     "darkzurich_layout",
     "darkzurich_group",
@@ -127,18 +127,6 @@ class DarkZurichDataset(SegmentationDataset):
 
 # ------------------------------------------------------------------------------------------ day-night pairs
 
-_SPLIT_RE = re.compile(r"\s*,\s*|\s+")
-_HEADER_RE = re.compile(r"^[A-Za-z][A-Za-z _.\-]*$")
-
-
-@dataclass
-class _PairLine:
-    source: Path
-    lineno: int
-    night: str
-    day: str
-
-
 def _pair_files(root: Path, pairs_file: Optional[PathLike]) -> List[Path]:
     if pairs_file is not None:
         p = Path(pairs_file).expanduser()
@@ -158,32 +146,6 @@ def _pair_files(root: Path, pairs_file: Optional[PathLike]) -> List[Path]:
         raise DataError(f"no correspondence files (*.csv, *.txt) in {d}; expected one file per night "
                         f"sequence listing `night frame, day frame` per line")
     return files
-
-
-def _parse_pair_lines(path: Path) -> Tuple[List[_PairLine], List[str]]:
-    """Lines of one pairs file; returns ``(pairs, errors)`` (errors name the file and line)."""
-    out: List[_PairLine] = []
-    errors: List[str] = []
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        return out, [f"cannot read pairs file {path}: {e}"]
-    first = True
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        fields = [f.strip().strip("\"'") for f in _SPLIT_RE.split(line) if f.strip()]
-        if first:
-            first = False
-            if len(fields) >= 2 and all(_HEADER_RE.match(f) for f in fields[:2]):
-                continue  # a header such as "night,day"
-        if len(fields) < 2:
-            errors.append(f"pairs file {path}, line {lineno}: expected two names (night frame, day frame) "
-                          f"separated by a comma or whitespace, got {raw.strip()!r}")
-            continue
-        out.append(_PairLine(path, lineno, fields[0], fields[1]))
-    return out, errors
 
 
 class _FrameResolver:
@@ -232,39 +194,37 @@ class _FrameResolver:
         return None, cands[0]
 
 
-def _read_pairs(root: Path, pairs_file: Optional[PathLike]
-                ) -> Tuple[List[Tuple[Path, Path]], List[Path], List[str]]:
-    """``(pairs, files read, errors)``; raises only when no pairs file can be found at all."""
+def darkzurich_pairs(root: Path, pairs_file: Optional[PathLike]) -> PairList:
+    """Every pair of the pairs files (:func:`read_pairs`: the arguments) and every problem found (a malformed
+    line, a missing image, a night frame paired twice); raises :class:`DataError` only when no pairs file can be
+    found at all."""
     files = _pair_files(root, pairs_file)
     resolver = _FrameResolver(root)
-    pairs: List[Tuple[Path, Path]] = []
-    errors: List[str] = []
+    found = PairList(sources=files)
     first_seen: Dict[Path, Tuple[Path, str]] = {}
     for f in files:
-        lines, errs = _parse_pair_lines(f)
-        errors.extend(errs)
+        lines, errs = read_pair_lines(f)
+        found.errors.extend(errs)
         for pl in lines:
             night, night_exp = resolver.resolve(pl.night, "night")
             day, day_exp = resolver.resolve(pl.day, "day")
             bad = False
             for what, got, exp, tok in (("night", night, night_exp, pl.night), ("day", day, day_exp, pl.day)):
                 if got is None:
-                    errors.append(f"pairs file {f}, line {pl.lineno}: {what} image {tok!r} not found "
-                                  f"(missing {exp})")
+                    found.errors.append(f"pairs file {f}, line {pl.lineno}: {what} image {tok!r} not found "
+                                        f"(missing {exp})")
                     bad = True
             if bad:
                 continue
             prev = first_seen.get(night)
             if prev is not None:
                 if prev[0] != day:
-                    errors.append(f"pairs file {f}, line {pl.lineno}: night image {night} is paired with "
-                                  f"{day}, but {prev[1]} pairs it with {prev[0]}")
+                    found.errors.append(f"pairs file {f}, line {pl.lineno}: night image {night} is paired with "
+                                        f"{day}, but {prev[1]} pairs it with {prev[0]}")
                 continue  # the same pair listed twice (e.g. a per-sequence file and a merged list): keep one
             first_seen[night] = (day, f"{f}, line {pl.lineno}")
-            pairs.append((night, day))
-    if not pairs and not errors:
-        errors.append(f"no pairs in {', '.join(str(f) for f in files)}")
-    return pairs, files, errors
+            found.pairs.append((night, day))
+    return found
 
 
 def read_pairs(root: PathLike, pairs_file: Optional[PathLike] = None) -> List[Tuple[Path, Path]]:
@@ -280,53 +240,33 @@ def read_pairs(root: PathLike, pairs_file: Optional[PathLike] = None) -> List[Tu
             pairs file, the line number and the missing path); one night frame paired with two day frames.
     """
     root_p = require_root(root, darkzurich_layout(dataset_root(root)))
-    pairs, _, errors = _read_pairs(root_p, pairs_file)
-    if errors:
-        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-        raise DataError(errors[0] + more)
-    return pairs
+    return darkzurich_pairs(root_p, pairs_file).require()
 
 
-class DarkZurichPairs(Dataset):
-    """Coarsely GPS-aligned night → day training pairs (DANIA's paired mode).
+class DarkZurichPairs(PairDataset):
+    """Coarsely GPS-aligned night → day training pairs (DANIA's paired mode; unlabelled).
 
     Args:
         root: Dark Zurich root.
         pairs_file: see :func:`read_pairs` (``None``: the release's ``corresp/train/night/`` files).
         size: ``None`` (native) or ``(H, W)``: both images resized bilinearly to it.
 
-    Items: ``{"night": float32 (3, H, W), "day": float32 (3, H, W), "night_path": str, "day_path": str}``.
+    Items: :class:`~simmm.data.pair_dataset.PairDataset`'s (``night``, ``day``, ``index``, ``key``, the two
+    file → item matrices, ``night_path``, ``day_path``).
 
     Attributes:
-        pairs: ``[(night path, day path), ...]`` in file order (duplicates removed).
+        pairs: ``[(night path, day path), ...]`` in file order (duplicates removed); ``keys``: the pair keys.
         num_day_frames: number of distinct day frames.
     """
 
     def __init__(self, root: PathLike, pairs_file: Optional[PathLike] = None, size=None):
-        self.root = require_root(root, darkzurich_layout(dataset_root(root)))
-        self.size = normalize_size(size)
+        root_p = require_root(root, darkzurich_layout(dataset_root(root)))
         self.pairs_file = pairs_file
-        self.pairs: List[Tuple[Path, Path]] = read_pairs(self.root, pairs_file)
+        super().__init__(read_pairs(root_p, pairs_file), root_p, size)
 
     @property
     def num_day_frames(self) -> int:
-        return len({d for _, d in self.pairs})
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> Dict[str, object]:
-        night, day = self.pairs[index]
-        return {
-            "night": image_to_tensor(resize_image(read_image(night), self.size)),
-            "day": image_to_tensor(resize_image(read_image(day), self.size)),
-            "night_path": str(night),
-            "day_path": str(day),
-        }
-
-    def __repr__(self) -> str:
-        return (f"DarkZurichPairs(root={str(self.root)!r}, {len(self)} pairs, "
-                f"{self.num_day_frames} day frames, size={self.size})")
+        return self.num_day_images
 
 
 # ------------------------------------------------------------------------------------------ server export
@@ -477,14 +417,9 @@ def check_darkzurich_tree(root: PathLike, splits: Optional[Sequence[str]] = None
         return report
     pairs_file = None if pairs in (None, True) else pairs
     try:
-        found, files, errors = _read_pairs(root_p, pairs_file)
+        found = darkzurich_pairs(root_p, pairs_file)
     except DataError as e:
         report.entry("MISSING", str(e))
         return report
-    where = ", ".join(str(f) for f in files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
-    report.entry("OK" if not errors else "ERROR",
-                 f"day-night pairs: {len(found)} pairs, {len({d for _, d in found})} distinct day frames ({where})",
-                 summary=True)
-    for msg in capped(errors, max_listed, "problems in the pairs"):
-        report.entry("ERROR", msg)
+    report_pairs(report, found, verify=verify, skip_under=[g.image_dir for g in groups], max_listed=max_listed)
     return report

@@ -1,5 +1,6 @@
 """Segmentation models: :class:`Encoder` (timm ``features_only`` backbone, four stage maps), the decoders
-:class:`RefineNet`, :class:`DeepLabV2` and :class:`PSPNet`, and :class:`Segmenter` / :func:`create_segmenter`.
+:class:`RefineNet`, :class:`DeepLabV2` and :class:`PSPNet`, and :class:`Segmenter` / :func:`create_segmenter`;
+DANIA's relighting net :class:`RelightNet` and output-space discriminator :class:`OutputDiscriminator`.
 
 >>> model = create_segmenter("refinenet", backbone="resnet101", num_classes=19, pretrained="")
 >>> logits = model(images)                      # images (B, 3, H, W) in [0, 1] -> (B, 19, H, W)
@@ -7,6 +8,7 @@
 """
 
 from .deeplab import ASPPClassifier, DeepLabV2
+from .discriminator import OutputDiscriminator
 from .encoder import OUTPUT_STRIDES, Encoder
 from .pspnet import PSPNet, PyramidPoolingModule
 from .refinenet import (
@@ -16,6 +18,7 @@ from .refinenet import (
     RefineNetBlock,
     ResidualConvUnit,
 )
+from .relight import RelightNet, Relit
 from .segmenter import DECODERS, Segmenter, create_segmenter
 
 __all__ = [
@@ -33,4 +36,7 @@ __all__ = [
     "Segmenter",
     "create_segmenter",
     "DECODERS",
+    "RelightNet",
+    "Relit",
+    "OutputDiscriminator",
 ]
