@@ -87,7 +87,8 @@ def tv_loss(r: Tensor) -> Tensor:
 
     .. math::
 
-        \mathrm{TV}(r) = \frac{2}{B} \Big( \frac{\sum (\nabla_h r)^2}{(H-1) W} + \frac{\sum (\nabla_w r)^2}{H (W-1)} \Big)
+        \mathrm{TV}(r) = \frac{2}{B} \Big( \frac{\sum (\nabla_h r)^2}{(H-1) W}
+            + \frac{\sum (\nabla_w r)^2}{H (W-1)} \Big)
 
     with ``∇_h r = r[:, :, 1:] − r[:, :, :-1]``, ``∇_w r = r[..., 1:] − r[..., :-1]`` and the sums over batch,
     channels and positions. METHOD.md names ``TV(r)`` without a normalisation; this is the form of DANNet's code
@@ -224,7 +225,7 @@ def style_loss(relit: Tensor, night: Tensor, features: Features = None) -> Tenso
                          f"{tuple(relit.shape)} (batch must be equal or 1, channels equal)")
     loss = relit.new_zeros(())
     for fr, fn in zip(_feature_list(relit, features), _feature_list(night.detach(), features)):
-        diff = gram_matrix(fr) - gram_matrix(fn).detach()
+        diff = gram_matrix(fr) - gram_matrix(fn)
         loss = loss + torch.linalg.vector_norm(diff.flatten(1), dim=1).mean()
     return loss
 
@@ -421,8 +422,8 @@ def fuse_pseudo_label(night_logits: Tensor, day_prob: Tensor, valid: Optional[Te
         raise ValueError(f"fuse_pseudo_label: night logits {tuple(night_logits.shape)} and day probabilities "
                          f"{tuple(day_prob.shape)} must both be (B, C, H, W)")
     s = num_static
-    p_tn = F.softmax(night_logits.detach(), dim=1)
-    p_td = day_prob.detach().to(p_tn.dtype)
+    p_tn = F.softmax(night_logits, dim=1)  # no_grad: both fusion inputs are detached
+    p_td = day_prob.to(p_tn.dtype)
     mask = _valid_mask(valid, night_logits.shape[:1] + night_logits.shape[2:])
     if mask is not None and fill_holes:
         p_td = torch.where(mask[:, None], p_td, p_tn)
@@ -437,9 +438,8 @@ def fuse_pseudo_label(night_logits: Tensor, day_prob: Tensor, valid: Optional[Te
 
 
 def static_focal_loss(night_logits: Tensor, label: Tensor, weights: Optional[Union[Sequence[float], Tensor]] = None,
-                      gamma: float = 1.0, num_static: int = NUM_STATIC, ignore_index: int = IGNORE,
-                      eps: float = 1e-7) -> Tensor:
-    r"""Focal loss on the static classes with 3×3-neighbourhood acceptance of the pseudo label (DANNet/DANIA static loss).
+                      gamma: float = 1.0, num_static: int = NUM_STATIC, eps: float = 1e-7) -> Tensor:
+    r"""Static loss: focal loss on the static classes, pseudo label accepted over a 3×3 neighbourhood (DANNet/DANIA).
 
     .. math::
 
@@ -449,11 +449,12 @@ def static_focal_loss(night_logits: Tensor, label: Tensor, weights: Optional[Uni
 
     ``z`` the night logits, ``o(c, j)`` the one-hot pseudo label at pixel ``j``, ``N(i)`` the pixel ``i`` and its 8
     neighbours: the prediction of class ``c`` at ``i`` counts if *any* pixel of the 3×3 neighbourhood (the centre
-    included) carries ``c`` — a true union (``max_pool2d`` of the one-hot map). My reading of METHOD.md §5:
+    included) carries ``c`` — a true union (``max_pool2d`` of the one-hot map). How METHOD.md §5 is read here:
 
-    - the sum runs over the ``N`` pixels whose own label is a static class; pixels labelled ``ignore_index`` (or a
-      dynamic class, or a warp hole) are not in the loss and never count as a neighbour; neighbours outside the
-      image do not exist; ``1/N`` is the mean over those pixels of the whole batch (0, with graph, when none);
+    - the sum runs over the ``N`` pixels whose own label is a static class (``0 ≤ label < num_static``); any
+      other label (the ignore index 255, a dynamic class; warp holes arrive as 255) is not in the loss and never
+      counts as a neighbour; neighbours outside the image do not exist; ``1/N`` is the mean over those pixels of
+      the whole batch (0, with graph, when there are none);
     - the paper's sum over ``c`` would take ``log 0`` for classes absent from the neighbourhood; as DANNet's code
       does, one term per pixel is formed from ``p_i = max_c p(c, i)``, the best weighted probability among the
       classes present around ``i``;
@@ -469,6 +470,7 @@ def static_focal_loss(night_logits: Tensor, label: Tensor, weights: Optional[Uni
         weights: ``w_k`` for the static classes, ``(num_static,)`` or all ``(C,)`` (the first ``num_static`` are
             used); ``None`` = all 1.
         gamma: focal exponent ``γ`` (1; DANNet's code runs 0).
+        eps: the clamp of ``p``.
 
     Returns:
         Scalar.
@@ -511,7 +513,7 @@ def static_loss(night_logits: Tensor, day_prob: Tensor, valid: Optional[Tensor] 
     """
     label = fuse_pseudo_label(night_logits, day_prob, valid, weights, h1, h2, u, fill_holes, num_static,
                               ignore_index)
-    return static_focal_loss(night_logits, label, weights, gamma, num_static, ignore_index)
+    return static_focal_loss(night_logits, label, weights, gamma, num_static)
 
 
 # ----------------------------------------------------------------------------------------------- adversarial

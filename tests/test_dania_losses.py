@@ -343,12 +343,14 @@ def test_union_dynamic_labels_ignored_and_never_count():
 
 
 def test_union_does_not_change_label_and_batch_sizes():
-    z = _logits_for([[2, 2, 2]])
-    label = torch.tensor([[[1, 1, 2]]])
+    z = _logits_for([[2, 2, 2, 2]])
+    label = torch.tensor([[[1, 255, 2, 13]]])  # with an ignored and a dynamic pixel
     keep = label.clone()
     static_focal_loss(z, label)
     static_loss(z, torch.softmax(z, 1), None)
     assert torch.equal(label, keep)
+    z = _logits_for([[2, 2, 2]])
+    label = torch.tensor([[[1, 1, 2]]])
     # batch of 2: sample 0 [[1, 2, 2]] (all accepted), sample 1 [[1, 1, 2]]; no leak between samples
     zz = torch.cat([z, z])
     ll = torch.tensor([[[1, 2, 2]], [[1, 1, 2]]])
@@ -404,6 +406,15 @@ def test_fuse_pseudo_label_hand_values(shape):
     w = torch.ones(NC, dtype=D)
     w[1] = 1.1
     assert fuse_pseudo_label(z, day, weights=w).flatten().tolist() == [1, 1, 255, 3]
+    # a hole where the night prediction is class 1 (0.5) ahead of dynamic class 12 (0.3): filled by P_tn -> 1
+    # (zeros in the day channels instead would give F1 = 0.4 * 0.5 < F12 = 0.3 -> 255); the softmax over 19
+    # channels: e^a / 85 = 0.5, e^b / 85 = 0.3, 17 others at 1/85
+    z1 = torch.zeros(1, NC, 1, 2, dtype=D)
+    z1[0, 1, 0, 0], z1[0, 12, 0, 0] = math.log(42.5), math.log(25.5)
+    z1[0, 1, 0, 1] = math.log(72.0)
+    hole = torch.tensor([[[False, True]]])
+    assert fuse_pseudo_label(z1, torch.zeros_like(z1), hole, fill_holes=True).tolist() == [[[1, 1]]]
+    assert fuse_pseudo_label(z1, torch.zeros_like(z1), hole).tolist() == [[[255, 1]]]
     with pytest.raises(ValueError, match=r"valid mask must be \(B, H, W\)"):
         fuse_pseudo_label(z, day, torch.ones(1, 3, 3, dtype=torch.bool))
 
