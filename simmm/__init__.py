@@ -24,9 +24,9 @@ __all__ = [
 ]
 
 
-SUBMODULES = ("atomic", "backbones", "byol", "checkpoint", "cli", "darkening", "darkening_losses", "data", "dist",
-              "engine", "errors", "exposure", "inference", "logger", "method", "methods", "metrics", "models", "night",
-              "recipe", "report", "seed", "similarity", "task", "tasks", "weights")
+SUBMODULES = ("alignment", "atomic", "backbones", "byol", "checkpoint", "cli", "darkening", "darkening_losses", "data",
+              "dist", "engine", "errors", "exposure", "inference", "logger", "method", "methods", "metrics", "models",
+              "night", "recipe", "report", "seed", "similarity", "task", "tasks", "weights")
 
 
 def __getattr__(name):
