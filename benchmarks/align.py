@@ -121,6 +121,24 @@ def example_tile(night, day, truth, estimate, height: int = 160) -> Image.Image:
     return tile
 
 
+def print_table(rows, title: str) -> str:
+    """Print the rows as a table; returns its text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("set", "preset", "pairs", "mean err px", "median err px", "≤5 px", "fallbacks", "identity err px",
+                "s/pair"):
+        table.add_column(col, justify="left" if col in ("set", "preset") else "right")
+    for r in rows:
+        table.add_row(r["set"], r["preset"], str(r["pairs"]), f"{r['mean_corner_error_px']:.2f}",
+                      f"{r['median_corner_error_px']:.2f}", f"{r['within_5px']:.0%}", str(r["fallbacks"]),
+                      f"{r['identity_error_px']:.1f}", f"{r['seconds_per_pair']:.2f}")
+    console = Console(width=140, record=True)
+    console.print(table)
+    return console.export_text()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one photo, few seeds, three presets (< 1 min)")
@@ -165,19 +183,9 @@ def main():
                   flush=True)
     total = time.perf_counter() - start
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"coarse alignment ({args.matcher}, max side {args.max_side}) on darkened real photos; "
-                        f"{torch.get_num_threads()} threads, {total:.0f} s in all")
-    for col in ("set", "preset", "pairs", "mean err px", "median err px", "≤5 px", "fallbacks", "identity err px",
-                "s/pair"):
-        table.add_column(col, justify="left" if col in ("set", "preset") else "right")
-    for r in rows:
-        table.add_row(r["set"], r["preset"], str(r["pairs"]), f"{r['mean_corner_error_px']:.2f}",
-                      f"{r['median_corner_error_px']:.2f}", f"{r['within_5px']:.0%}", str(r["fallbacks"]),
-                      f"{r['identity_error_px']:.1f}", f"{r['seconds_per_pair']:.2f}")
-    Console(width=140).print(table)
+    title = (f"coarse alignment ({args.matcher}, max side {args.max_side}) on darkened real photos; "
+             f"{torch.get_num_threads()} threads, {total:.0f} s in all")
+    text = print_table(rows, title)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +195,7 @@ def main():
               "torch": torch.__version__, "machine": platform.platform(), "threads": torch.get_num_threads(),
               "seconds_total": total, "results": rows}
     (out / f"{tag}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{tag}.txt").write_text(text)
     width = max(t.width for _, t in examples)
     sheet = Image.new("RGB", (width + 130, 164 * len(examples)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -194,7 +203,7 @@ def main():
         draw.text((4, 164 * k + 70), label, fill="black")
         sheet.paste(tile, (130, 164 * k))
     sheet.save(out / f"{tag}.png")
-    print(f"wrote {out / f'{tag}.json'} and {out / f'{tag}.png'}")
+    print(f"wrote {out / f'{tag}.json'}, .txt and .png")
 
 
 if __name__ == "__main__":

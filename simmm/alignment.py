@@ -12,7 +12,7 @@ Conventions (all of this module):
   ``torch.nn.functional.interpolate(align_corners=False)``, PIL and scikit-image).
 
 The coarse stage (:func:`estimate_homography`) matches SIFT features (scikit-image; no weights, works offline;
-on two CPU cores about 0.4–0.7 s per pair at a 640-pixel long side, where kornia's SIFT took about 5 s) and fits
+on two CPU cores about 0.4–0.9 s per pair at a 640-pixel long side, where kornia's SIFT took about 5 s) and fits
 the homography with RANSAC (``skimage.measure.ransac`` over a ``ProjectiveTransform``). Before matching, both images
 are turned to grey, stretched between their 1st and 99th percentiles and equalised locally (CLAHE), which makes a
 dark, noisy night image look like its day partner to a gradient-based descriptor. The learned matchers
