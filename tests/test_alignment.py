@@ -282,3 +282,29 @@ def test_alignment_round_trips_through_a_dict():
     assert Alignment.from_dict(json.loads(json.dumps(a.to_dict()))) == a
     assert a.inlier_ratio == 0.4
     torch.testing.assert_close(a.matrix()[0, 2], torch.tensor(2.0, dtype=torch.float64))
+
+
+def test_warp_passes_gradients_to_the_sampled_day_pixels():
+    day = torch.rand(1, 1, 4, 6, requires_grad=True)
+    w, _ = warp_prediction(day, torch.tensor([[1.0, 0, 2], [0, 1, 1], [0, 0, 1]]))
+    w.sum().backward()
+    expect = torch.zeros(4, 6)
+    expect[1:, 2:] = 1.0  # night (x, y) with x ≤ 3, y ≤ 2 reads day (x + 2, y + 1), once each
+    torch.testing.assert_close(day.grad[0, 0], expect)
+
+
+def test_benchmark_reads_an_opencv_homography_file(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from align import random_homography, read_opencv_homography
+
+    f = tmp_path / "H.xml"
+    f.write_text('<?xml version="1.0"?>\n<opencv_storage>\n<H13 type_id="opencv-matrix">\n<rows>3</rows><cols>3</cols>'
+                 "<dt>d</dt>\n<data>\n 1. 2. 3.\n 4. 5. 6.\n 7. 8. 1. </data></H13>\n</opencv_storage>\n")
+    assert read_opencv_homography(f).tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 1]]
+    h = random_homography(np.random.default_rng(0), (100, 200), spread=0.1)
+    moved = np.array([_apply(h, x, y) for x, y in [(0, 0), (199, 0), (199, 99), (0, 99)]])
+    shift = np.abs(moved - [[0, 0], [199, 0], [199, 99], [0, 99]])
+    assert (shift[:, 0] <= 20 + 1e-6).all() and (shift[:, 1] <= 10 + 1e-6).all() and shift.max() > 1
