@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-SUBMODULES = ("atomic", "backbones", "byol", "checkpoint", "cli", "dania_losses", "darkening",
+SUBMODULES = ("alignment", "atomic", "backbones", "byol", "checkpoint", "cli", "dania_losses", "darkening",
               "darkening_losses", "data", "dist", "engine", "errors", "exposure", "inference", "logger", "method",
               "methods", "metrics", "models", "night", "recipe", "registry", "report", "seed", "similarity", "task",
               "tasks", "weights")
