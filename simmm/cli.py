@@ -171,7 +171,7 @@ def cmd_eval(args) -> int:
 
     recipe = _load(args)
     engine = Engine(recipe)
-    engine.load_weights(args.checkpoint, modules=("model",))
+    engine.load_weights(args.checkpoint, modules=engine.method.eval_modules)
     metrics = engine.evaluate()
     print_metrics_table(metrics, title=f"{recipe.name}: {args.checkpoint}")
     if args.json:

@@ -136,8 +136,8 @@ class Engine:
         for name, player in self.players.items():
             cfg = recipe.players[name]
             self.optimizers[name] = build_optimizer(cfg, player.parameters())
-            self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(self.optimizers[name],
-                                                                      lr_lambda(cfg, self.steps[name]))
+            total = sum(phase.steps for phase in self.plan if name in phase.players)  # the player's steps
+            self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(self.optimizers[name], lr_lambda(cfg, total))
         self._nets: dict[int, nn.Module] = {}  # id(module) -> its DistributedDataParallel wrapper
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.global_step = 0
@@ -222,10 +222,16 @@ class Engine:
             nets[name] = self._nets.get(id(module), module)
         return nets
 
-    def _step(self, player: Player, batches: Optional[dict] = None) -> tuple[bool, torch.Tensor, dict]:
-        """One step of one player: its batches, its loss, the update. Returns (updated?, loss, terms)."""
+    def _step(self, player: Player, batches: Optional[dict] = None, others: tuple = ()) -> tuple[bool, torch.Tensor,
+                                                                                                  dict]:
+        """One step of one player: its batches, its loss, the update. Returns (updated?, loss, terms). ``others``:
+        the players stepping on the same iteration; their weights take no gradient from this step (Lightning's
+        ``toggle_optimizer``: a generator's loss passes through the discriminators without training them)."""
         if batches is None:
             batches = {stream: self._batch(stream) for stream in player.streams}
+        for other in others:
+            for module in other.modules.values():
+                module.requires_grad_(False)
         # a skipped step must leave no trace: its forward passes already moved the batch-norm statistics (to NaN,
         # when the forward itself went non-finite)
         buffers = list({id(b): b for m in self.method.modules().values() for b in m.buffers()}.values())
@@ -239,14 +245,19 @@ class Engine:
             with torch.no_grad():
                 for b, copy in zip(buffers, saved):
                     b.copy_(copy)
+        for other in others:
+            for module in other.modules.values():
+                module.requires_grad_(True)
         return ok, loss, terms
 
     def run_step(self, name: str, batches: Optional[dict] = None) -> tuple[bool, torch.Tensor, dict]:
         """One step of player ``name`` outside the loop (benchmarks, tests): its phase activated, on ``batches`` (by
         stream name) or on the next batches of its streams, the update taken and its after-step hook run. Returns
         (updated?, loss, terms)."""
-        self._activate(next(p for p in self.plan if name in p.players))
-        return self._step(self.players[name], batches)
+        phase = next(p for p in self.plan if name in p.players)
+        self._activate(phase)
+        others = tuple(self.players[n] for n in phase.players if n != name)
+        return self._step(self.players[name], batches, others)
 
     def _optimize(self, player: Player, loss: torch.Tensor) -> bool:
         """Backward, clip, step. Returns False (and leaves the weights alone) when loss or gradient is not finite
@@ -356,7 +367,7 @@ class Engine:
             self._release_finished_players(index)
             players = [self.players[name] for name in phase.players]
             while self.global_step < end:
-                results = [(p, *self._step(p)) for p in players]
+                results = [(p, *self._step(p, others=tuple(q for q in players if q is not p))) for p in players]
                 self.global_step += 1
                 if all(ok for _, ok, _, _ in results):
                     self.bad_steps = 0
@@ -434,8 +445,9 @@ class Engine:
     def evaluate(self) -> dict[str, float]:
         """Every evaluation set of the task, with the model in eval mode. In a distributed run each process
         evaluates its own share of every set (each sample once) and the task reduces its counts."""
-        modes = {m: m.training for m in self.model.modules()}
-        self.model.eval()
+        model = self.method.eval_model() or self.model
+        modes = {m: m.training for m in model.modules()}
+        model.eval()
         metrics: dict[str, float] = {}
         try:
             for eval_set in self.eval_sets:
@@ -445,7 +457,7 @@ class Engine:
                 loader = torch.utils.data.DataLoader(dataset, batch_size=self.recipe.eval.batch_size,
                                                      shuffle=False, num_workers=self.recipe.num_workers)
                 with self._autocast():
-                    metrics.update(self.adapter.evaluate(self.model, loader, eval_set))
+                    metrics.update(self.adapter.evaluate(model, loader, eval_set))
         finally:
             for module, mode in modes.items():
                 module.training = mode

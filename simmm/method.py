@@ -113,12 +113,14 @@ def set_trainable(module: nn.Module, on: bool) -> None:
 class Method:
     """Base class of methods. Subclasses set :attr:`config` / :attr:`players_defaults` and override
     :meth:`streams`, :meth:`setup`, :meth:`players`, :meth:`plan` and :meth:`modules` (and, when needed,
-    :meth:`player_streams`, :meth:`activate` and ``write_artifacts(run_dir, eval_sets)``, pictures of a finished
-    run)."""
+    :meth:`player_streams`, :meth:`activate`, :meth:`eval_model` and ``write_artifacts(run_dir, eval_sets)``,
+    pictures of a finished run)."""
 
     name: str = ""
     config: type = EmptyMethodConfig
     """A dataclass whose fields are top-level recipe sections this method owns (``darkener:``, ``adapt:`` ...)."""
+    eval_modules: tuple[str, ...] = ("model",)
+    """The checkpointed modules :meth:`eval_model` uses (what ``simmm eval --checkpoint`` loads)."""
     players_defaults: dict[str, dict] = {}
     """Player name -> its default ``players.<name>`` settings (optimiser, LR, batch size); the recipe's ``players:``
     section is merged over these, and names outside them are refused."""
@@ -156,6 +158,11 @@ class Method:
         """Every module of the run by name, the task's ``model`` included: what checkpoints hold, and what is frozen
         outside its player's phases."""
         raise NotImplementedError
+
+    def eval_model(self) -> Optional[nn.Module]:
+        """The module the engine evaluates, when it is not the task's model alone (DANIA: relighting, then the
+        segmenter, with test-time re-weighting). Default ``None``: the task's model."""
+        return None
 
     def activate(self, phase: Phase, players: dict[str, Player]) -> None:
         """Called when ``phase`` starts (or resumes), after its players' modules were set trainable and all others

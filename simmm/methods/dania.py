@@ -1,0 +1,306 @@
+"""DANIA (Wu et al., TPAMI 2023): nighttime segmentation from labelled day data plus unlabelled, coarsely aligned
+day–night pairs, as a method on the engine (METHOD.md §5).
+
+Players, both stepped on every iteration (generator first):
+
+* ``generator``: the relighting net R (:class:`simmm.models.RelightNet`, shared by the three domains) and the
+  segmentation net G (the task's model). R works in G's normalised input space, R(x) = x + r(x). Its loss is
+  0.01·L_light + 1·L_seg + 1·L_static + 0.01·L_adv: the light loss of each domain (source, day target, night target;
+  E = the batch's night mean, style target = the batch's night image), the re-weighted cross-entropy on the labelled
+  source, the static loss on the night view fed by the aligned day prediction (the cached day→night homography of the
+  pair, conjugated by the pair's random scale/crop/flip, warps the *prediction*; holes are ignored), and the
+  least-squares adversarial terms that push D_d(P_td) and D_n(P_tn) towards the source label;
+* ``discriminators``: the output-space discriminators D_d, D_n, each trained on the generator's detached softmax of
+  the source against the day (D_d) or night (D_n) target.
+
+Streams: ``source`` (the task's labelled training set, augmented by the task's views) and ``pairs`` (the paired
+day–night set of ``dania.pairs``, one random scale/crop/flip per pair). Recipe section: ``dania:``. Evaluation runs
+R then G and re-weights the class probabilities with s = ``dania.test_s``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from simmm import dist
+from simmm.alignment import AlignConfig, HomographyCache, align_pairs, warp_prediction
+from simmm.dania_losses import (CITYSCAPES_CLASS_SHARES, LightLoss, StaticLoss, WeightedCrossEntropy,
+                                class_weights, discriminator_loss, generator_adversarial_loss)
+from simmm.data.pair_transform import PairTransform, conjugate_homography
+from simmm.data.pairs import pair_dataset
+from simmm.errors import RecipeError
+from simmm.method import Method, Phase, Player, Stream, register_method
+from simmm.models import OutputDiscriminator, RelightNet
+
+__all__ = ["DANIA", "DANIAConfig", "DaniaOptions", "RelitSegmenter"]
+
+
+@dataclass
+class PairsConfig:
+    """The paired day–night training set: ``source`` darkzurich (GPS pairs from ``corresp/`` or ``pairs_file``),
+    acdc (condition image + reference) or csv (``pairs_file`` of ``night,day`` paths under ``root``); ``size``: load
+    size [H, W] (empty: the night image's); then one random ``scale``, a ``crop`` and a ``resize`` per pair."""
+
+    source: Literal["darkzurich", "acdc", "csv"] = "darkzurich"
+    root: str = ""
+    pairs_file: str = ""
+    condition: str = ""
+    split: str = ""
+    size: list[int] = field(default_factory=list)
+    crop: list[int] = field(default_factory=lambda: [960, 960])
+    scale: tuple[float, float] = (0.9, 1.1)
+    resize: list[int] = field(default_factory=lambda: [512, 512])
+    hflip: bool = True
+
+    def check(self, path: str) -> None:
+        if not self.root:
+            raise RecipeError(f"{path}.root: empty; expected the folder of the paired day-night data")
+        for name in ("size", "crop", "resize"):
+            value = getattr(self, name)
+            if value and (len(value) != 2 or min(value) <= 0):
+                raise RecipeError(f"{path}.{name}: got {value}; expected [height, width]")
+
+
+@dataclass
+class LightWeights:
+    """The light loss's terms (paper weights α_tv, α_ssim, α_exp, α_style = 10, 1, 1, 10)."""
+
+    tv: float = 10.0
+    ssim: float = 1.0
+    exposure: float = 1.0
+    style: float = 10.0
+    exposure_norm: Literal["l1", "l2"] = "l1"
+    exposure_patch: int = 32
+    style_features: Literal["image", "vgg"] = "image"
+
+
+@dataclass
+class StaticOptions:
+    """The static loss: fusion h1 where the warped day probability exceeds u, else h2 (DANIA Eq. 11), focal γ."""
+
+    h1: float = 0.8
+    h2: float = 0.6
+    u: float = 0.4
+    gamma: float = 1.0
+    fill_holes: bool = False
+
+
+@dataclass
+class LossWeights:
+    """The generator's total: light·L_light + seg·L_seg + static·L_static + adv·L_adv."""
+
+    light: float = 0.01
+    seg: float = 1.0
+    static: float = 1.0
+    adv: float = 0.01
+
+
+@dataclass
+class AlignOptions:
+    """Day–night alignment: ``enabled`` (off: the day prediction is used unwarped), the matcher, the cache folder."""
+
+    enabled: bool = True
+    matcher: Literal["sift", "loftr", "disk_lightglue"] = "sift"
+    cache_dir: str = ".cache/simmm/align"
+
+
+@dataclass
+class DaniaOptions:
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    light: LightWeights = field(default_factory=LightWeights)
+    static: StaticOptions = field(default_factory=StaticOptions)
+    weights: LossWeights = field(default_factory=LossWeights)
+    align: AlignOptions = field(default_factory=AlignOptions)
+    train_s: float = 0.1
+    test_s: float = 0.10
+    ce_normalize: Literal["paper", "torch"] = "paper"
+
+
+@dataclass
+class DANIAConfig:
+    """DANIA's top-level recipe section, ``dania:``."""
+
+    dania: DaniaOptions = field(default_factory=DaniaOptions)
+
+
+PLAYERS = {
+    "generator": {"optimizer": "sgd", "lr": 2.5e-4, "momentum": 0.9, "weight_decay": 5e-4, "lr_schedule": "poly",
+                  "power": 0.9, "batch_size": 2},
+    "discriminators": {"optimizer": "adam", "lr": 2.5e-4, "betas": [0.9, 0.99], "lr_schedule": "poly",
+                       "power": 0.9, "batch_size": 2},
+}
+
+
+class RelitSegmenter(nn.Module):
+    """R then G on images in [0, 1]: x = normalise(I), relit = x + r(x), logits = G(relit). Returns (logits, x, r);
+    with ``weights`` set (evaluation), the logits are ``log(softmax · w)``: the re-weighted probabilities' argmax."""
+
+    def __init__(self, relight: RelightNet, segmenter: nn.Module) -> None:
+        super().__init__()
+        self.relight = relight
+        self.segmenter = segmenter
+        self.weights = None
+
+    def forward(self, images: torch.Tensor):
+        x = self.segmenter.normalize(images)
+        out = self.relight(x)
+        logits = self.segmenter.forward_normalized(out.image)
+        if self.weights is None:
+            return logits, x, out.residual
+        probs = torch.softmax(logits.float(), 1) * self.weights.view(1, -1, 1, 1).to(logits.device)
+        return torch.log(probs.clamp_min(1e-12))
+
+
+class _Evaluated(nn.Module):
+    """The model the engine evaluates: R then G with test-time re-weighting, returning logits only."""
+
+    def __init__(self, relit: RelitSegmenter, weights: torch.Tensor) -> None:
+        super().__init__()
+        self.relit = relit
+        self.register_buffer("w", weights, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits, _, _ = self.relit(images)
+        probs = torch.softmax(logits.float(), 1) * self.w.view(1, -1, 1, 1)
+        return torch.log(probs.clamp_min(1e-12))
+
+
+@register_method("dania")
+class DANIA(Method):
+    """DANIA's generator and discriminators (see the module docstring)."""
+
+    config = DANIAConfig
+    players_defaults = PLAYERS
+    eval_modules = ("model", "relight")
+
+    def player_streams(self) -> dict[str, tuple[str, ...]]:
+        return {"generator": ("source", "pairs"), "discriminators": ()}
+
+    def streams(self) -> dict[str, Stream]:
+        p = self.options.dania.pairs
+        self.pairs = pair_dataset(p.source, p.root, pairs_file=p.pairs_file or None, condition=p.condition or None,
+                                  split=p.split or None, size=tuple(p.size) or None)
+        batch = self.recipe.players["generator"].batch_size
+        return {"source": Stream(self.task.train_dataset(), batch), "pairs": Stream(_Tensors(self.pairs), batch)}
+
+    def setup(self, model: nn.Module, steps: dict[str, int]) -> None:
+        o, device = self.options.dania, self.context.device
+        if not (hasattr(model, "normalize") and hasattr(model, "forward_normalized")):
+            raise RecipeError(f"method: dania needs a segmentation model with normalize/forward_normalized "
+                              f"(task: segmentation); this task builds {type(model).__name__}")
+        num_classes = self.recipe.model.num_classes
+        self.model = model
+        self.relight = RelightNet().to(device)
+        self.relit = RelitSegmenter(self.relight, model)
+        self.disc_day = OutputDiscriminator(num_classes).to(device)
+        self.disc_night = OutputDiscriminator(num_classes).to(device)
+        shares = CITYSCAPES_CLASS_SHARES
+        self.train_weights = class_weights(shares, s=o.train_s).to(device)
+        self.test_weights = class_weights(shares, s=o.test_s).to(device)
+        lw = o.light
+        self.light = LightLoss(tv=lw.tv, ssim=lw.ssim, exposure=lw.exposure, style=lw.style,
+                               exposure_norm=lw.exposure_norm, patch=lw.exposure_patch,
+                               style_features=lw.style_features).to(device)
+        self.seg_loss = WeightedCrossEntropy(self.train_weights, normalize=o.ce_normalize).to(device)
+        s = o.static
+        self.static_loss = StaticLoss(self.train_weights, h1=s.h1, h2=s.h2, u=s.u, gamma=s.gamma,
+                                      fill_holes=s.fill_holes).to(device)
+        p = o.pairs
+        self.pair_transform = PairTransform(crop=tuple(p.crop), scale=p.scale, resize=tuple(p.resize) or None,
+                                            hflip=p.hflip)
+        self.homographies = self._align() if o.align.enabled else {}
+        self._players = {
+            "generator": Player("generator", {"generator": self.relit}, self.generator_step, ("source", "pairs")),
+            "discriminators": Player("discriminators", {"disc_day": self.disc_day, "disc_night": self.disc_night},
+                                     self.discriminator_step),
+        }
+        self._detached = None
+
+    def _align(self) -> dict[str, torch.Tensor]:
+        """The day→night homography of every pair (night pixels → day pixels, original files), computed once and
+        cached; rank 0 fills the cache, the others read it."""
+        a = self.options.dania.align
+        cache = HomographyCache(Path(a.cache_dir))
+        items = [(key, night, day) for key, (night, day) in zip(self.pairs.keys, self.pairs.pairs)]
+        if dist.is_main():
+            found, _ = align_pairs(items, cache, AlignConfig(matcher=a.matcher), log=print)
+        dist.barrier()
+        if not dist.is_main():  # the cache is full now: read it back
+            found, _ = align_pairs(items, cache, AlignConfig(matcher=a.matcher))
+        return {key: al.matrix() for key, al in found.items()}
+
+    def players(self) -> list[Player]:
+        return list(self._players.values())
+
+    def plan(self, steps: dict[str, int]) -> list[Phase]:
+        return [Phase(("generator", "discriminators"), steps.get("generator", 0))]
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "relight": self.relight, "disc_day": self.disc_day,
+                "disc_night": self.disc_night}
+
+    def eval_model(self) -> nn.Module:
+        return _Evaluated(self.relit, self.test_weights)
+
+    # --- steps -------------------------------------------------------------------------------------------------
+    def _warped_day(self, day_prob: torch.Tensor, pairs: dict, params) -> tuple[torch.Tensor, torch.Tensor]:
+        """The day prediction in the night view, and where it is valid (warp holes are not)."""
+        if not self.homographies:
+            return day_prob, torch.ones(day_prob.shape[0], *day_prob.shape[-2:], dtype=torch.bool,
+                                        device=day_prob.device)
+        hs = []
+        for i, key in enumerate(pairs["key"]):
+            h = self.homographies[key]
+            m_night = params.matrix[i] @ pairs["night_matrix"][i].cpu().double()
+            m_day = params.matrix[i] @ pairs["day_matrix"][i].cpu().double()
+            hs.append(conjugate_homography(h.double(), m_night, m_day))
+        warped, valid = warp_prediction(day_prob, torch.stack(hs).to(day_prob.device))
+        return warped, valid
+
+    def generator_step(self, batches, nets):
+        """0.01·L_light + L_seg + L_static + 0.01·L_adv (METHOD.md §5)."""
+        o = self.options.dania
+        src = self.task.views(batches["source"], 1)[0]
+        pairs = batches["pairs"]
+        night, day, params = self.pair_transform(pairs["night"], pairs["day"])
+        gen = nets["generator"]
+        with self.context.autocast():
+            logits_s, x_s, r_s = gen(src["image"])
+            logits_d, x_d, r_d = gen(day)
+            logits_n, x_n, r_n = gen(night)
+            seg = self.seg_loss(logits_s.float(), src["target"])
+            light = sum(self.light(x, r, x_n)[0] for x, r in ((x_s, r_s), (x_d, r_d), (x_n, r_n)))
+            p_s, p_d, p_n = (torch.softmax(t.float(), 1) for t in (logits_s, logits_d, logits_n))
+            warped, valid = self._warped_day(p_d.detach(), pairs, params)
+            static = self.static_loss(logits_n.float(), warped, valid)
+            adv = generator_adversarial_loss(self.disc_day(p_d), self.disc_night(p_n))
+            w = o.weights
+            loss = w.light * light + w.seg * seg + w.static * static + w.adv * adv
+        self._detached = (p_s.detach(), p_d.detach(), p_n.detach())
+        return loss, {"light": light.detach(), "seg": seg.detach(), "static": static.detach(), "adv": adv.detach()}
+
+    def discriminator_step(self, batches, nets):
+        """½(D(P_s) − 0)² + ½(D(P_t) − 1)² for D_d (day target) and D_n (night target), on detached softmaxes."""
+        p_s, p_d, p_n = self._detached
+        with self.context.autocast():
+            d_day = discriminator_loss(nets["disc_day"](p_s), nets["disc_day"](p_d))
+            d_night = discriminator_loss(nets["disc_night"](p_s), nets["disc_night"](p_n))
+        return d_day + d_night, {"d_day": d_day.detach(), "d_night": d_night.detach()}
+
+
+class _Tensors(torch.utils.data.Dataset):
+    """Pair items with what batches can hold: the images, the coordinate matrices and the pair key."""
+
+    def __init__(self, pairs) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.pairs[index]
+        return {k: item[k] for k in ("night", "day", "night_matrix", "day_matrix", "key")}
