@@ -25,6 +25,7 @@ from torch import nn
 from simmm.byol import BYOLHeads
 from simmm.data.labels import TRAIN_CLASSES
 from simmm.data.segmentation import check_segmentation_tree, get_dataset_class
+from simmm.data.select import SelectKeys
 from simmm.dist import is_distributed, sum_over_ranks, world_size
 from simmm.errors import RecipeError
 from simmm.inference import predict_sliding, predict_whole
@@ -107,20 +108,6 @@ def _dataset(cfg: SegmentationSetConfig, size):
     return cls(cfg.root, **kwargs)
 
 
-class _TrainItems(torch.utils.data.Dataset):
-    """Training items without the string keys (batches are tensors only)."""
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.dataset[index]
-        return {"image": item["image"], "target": item["target"]}
-
-
 @register_task("segmentation")
 class Segmentation(TaskAdapter):
     model_config = SegmenterConfig
@@ -164,14 +151,14 @@ class Segmentation(TaskAdapter):
                               "(e.g. [512, 1024] for Cityscapes)")
         dataset = _dataset(t, tuple(t.size))
         dataset.check(strict=True)  # every image and label read once, before any step
-        return _TrainItems(dataset)
+        return SelectKeys(dataset, ("image", "target"))  # batches hold tensors only
 
     def eval_sets(self) -> list[EvalSet]:
         sets = []
         for name, cfg in self.cfg.eval.items():
             dataset = _dataset(cfg, None)
             dataset.check(strict=True)
-            sets.append(EvalSet(name, _TrainItems(dataset), {"size": tuple(cfg.size) or None}))
+            sets.append(EvalSet(name, SelectKeys(dataset, ("image", "target")), {"size": tuple(cfg.size) or None}))
         return sets
 
     def check_data(self) -> DataReport:

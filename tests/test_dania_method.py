@@ -2,7 +2,6 @@
 evaluated model (R then G, re-weighted)."""
 from pathlib import Path
 
-import pytest
 import torch
 
 from simmm.checkpoint import load_checkpoint
@@ -68,23 +67,11 @@ def test_evaluated_model_is_relighting_then_segmentation_reweighted(tmp_path):
 
 
 def test_dania_resumes_bitwise_and_runs_without_alignment(tmp_path):
-    from test_engine import Crash
+    from test_engine import assert_same_state, crash_and_resume
 
-    reference = Engine(dania_recipe(tmp_path / "a", "checkpoint.every=1"))
-    reference.fit()
-    first = Engine(dania_recipe(tmp_path / "b", "checkpoint.every=1"))
-
-    def crash(eng, step):
-        if step == 2:
-            raise Crash()
-
-    first.callbacks.append(crash)
-    with pytest.raises(Crash):
-        first.fit()
-    resumed = Engine(dania_recipe(tmp_path / "b", "checkpoint.every=1"))
-    resumed.fit(resume=True)
-    expected, got = state(reference), state(resumed)
-    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    reference, resumed = crash_and_resume(
+        lambda folder: Engine(dania_recipe(tmp_path / folder, "checkpoint.every=1")), crash_at=2)
+    assert_same_state(reference, resumed)
     off = Engine(dania_recipe(tmp_path / "c", "dania.align.enabled=false"))
     assert off.method.homographies == {}
     off.fit()

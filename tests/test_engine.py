@@ -119,6 +119,32 @@ def final_state(engine):
     return {f"{name}.{k}": v.clone() for name, m in engine.modules().items() for k, v in m.state_dict().items()}
 
 
+def crash_and_resume(make_engine, crash_at: int):
+    """``make_engine(folder)`` run to the end in folder ``a``; and in folder ``b`` crashed after step ``crash_at``,
+    then resumed. Returns (uninterrupted, resumed) engines, both finished."""
+    reference = make_engine("a")
+    reference.fit()
+    first = make_engine("b")
+
+    def crash(eng, step):
+        if step == crash_at:
+            raise Crash()
+
+    first.callbacks.append(crash)
+    with pytest.raises(Crash):
+        first.fit()
+    resumed = make_engine("b")
+    resumed.fit(resume=True)
+    return reference, resumed
+
+
+def assert_same_state(a, b):
+    expected, got = final_state(a), final_state(b)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+
+
 def test_plan_schedules():
     steps = {"day": 2, "darkener": 5, "extractor": 7}
     two = plan_schedule("two_stage", steps, {})

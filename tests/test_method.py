@@ -95,20 +95,7 @@ def test_method_sections_and_players_are_validated(gamma_aug, tmp_path):
 
 
 def test_readme_method_resumes_bitwise(gamma_aug, tmp_path):
-    from test_engine import Crash, final_state
+    from test_engine import assert_same_state, crash_and_resume
 
-    reference = Engine(recipe(tmp_path / "a"))
-    reference.fit()
-    first = Engine(recipe(tmp_path / "b"))
-
-    def crash(eng, step):
-        if step == 3:
-            raise Crash()
-
-    first.callbacks.append(crash)
-    with pytest.raises(Crash):
-        first.fit()
-    resumed = Engine(recipe(tmp_path / "b"))
-    resumed.fit(resume=True)
-    expected, got = final_state(reference), final_state(resumed)
-    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    reference, resumed = crash_and_resume(lambda folder: Engine(recipe(tmp_path / folder)), crash_at=3)
+    assert_same_state(reference, resumed)

@@ -170,25 +170,11 @@ def test_bf16_autocast_steps_give_float32_losses_close_to_float32(tmp_path):
 
 @pytest.mark.parametrize("crash_at", [3, 5])  # in the darkener phase; in the adaptation phase
 def test_interrupted_segmentation_run_resumes_bitwise(tmp_path, crash_at):
-    from test_engine import Crash, final_state
+    from test_engine import assert_same_state, crash_and_resume
 
-    reference = Engine(smoke_recipe(tmp_path / "a", "checkpoint.every=1"))
-    reference.fit()
-
-    def crash(eng, step):
-        if step == crash_at:
-            raise Crash()
-
-    first = Engine(smoke_recipe(tmp_path / "b", "checkpoint.every=1"))
-    first.callbacks.append(crash)
-    with pytest.raises(Crash):
-        first.fit()
-    resumed = Engine(smoke_recipe(tmp_path / "b", "checkpoint.every=1"))
-    resumed.fit(resume=True)
-    expected, got = final_state(reference), final_state(resumed)
-    assert got.keys() == expected.keys()
-    for key in expected:
-        assert torch.equal(got[key], expected[key]), key
+    reference, resumed = crash_and_resume(
+        lambda folder: Engine(smoke_recipe(tmp_path / folder, "checkpoint.every=1")), crash_at)
+    assert_same_state(reference, resumed)
     # exactly equal; NaN (a class absent from the tiny sets) equals NaN
     assert resumed.history[-1]["metrics"] == pytest.approx(reference.history[-1]["metrics"], rel=0, abs=0,
                                                            nan_ok=True)

@@ -32,6 +32,7 @@ from simmm.dania_losses import (CITYSCAPES_CLASS_SHARES, LightLoss, StaticLoss, 
                                 class_weights, discriminator_loss, generator_adversarial_loss)
 from simmm.data.pair_transform import PairTransform, conjugate_homography
 from simmm.data.pairs import pair_dataset
+from simmm.data.select import SelectKeys
 from simmm.errors import RecipeError
 from simmm.method import Method, Phase, Player, Stream, register_method
 from simmm.models import OutputDiscriminator, RelightNet
@@ -127,6 +128,9 @@ class DANIAConfig:
     dania: DaniaOptions = field(default_factory=DaniaOptions)
 
 
+# what a batch of the pairs stream holds: the images, their file-to-item coordinate matrices, the pair key
+PAIR_KEYS = ("night", "day", "night_matrix", "day_matrix", "key")
+
 PLAYERS = {
     "generator": {"optimizer": "sgd", "lr": 2.5e-4, "momentum": 0.9, "weight_decay": 5e-4, "lr_schedule": "poly",
                   "power": 0.9, "batch_size": 2},
@@ -185,7 +189,7 @@ class DANIA(Method):
         self.pairs = pair_dataset(p.source, p.root, pairs_file=p.pairs_file or None, condition=p.condition or None,
                                   split=p.split or None, size=tuple(p.size) or None)
         batch = self.recipe.players["generator"].batch_size
-        return {"source": Stream(self.task.train_dataset(), batch), "pairs": Stream(_Tensors(self.pairs), batch)}
+        return {"source": Stream(self.task.train_dataset(), batch), "pairs": Stream(SelectKeys(self.pairs, PAIR_KEYS), batch)}
 
     def setup(self, model: nn.Module, steps: dict[str, int]) -> None:
         o, device = self.options.dania, self.context.device
@@ -290,17 +294,3 @@ class DANIA(Method):
             d_day = discriminator_loss(nets["disc_day"](p_s), nets["disc_day"](p_d))
             d_night = discriminator_loss(nets["disc_night"](p_s), nets["disc_night"](p_n))
         return d_day + d_night, {"d_day": d_day.detach(), "d_night": d_night.detach()}
-
-
-class _Tensors(torch.utils.data.Dataset):
-    """Pair items with what batches can hold: the images, the coordinate matrices and the pair key."""
-
-    def __init__(self, pairs) -> None:
-        self.pairs = pairs
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.pairs[index]
-        return {k: item[k] for k in ("night", "day", "night_matrix", "day_matrix", "key")}
