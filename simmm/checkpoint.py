@@ -18,12 +18,12 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from simmm.atomic import atomic_write
 from simmm.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -32,18 +32,9 @@ FORMAT_VERSION = 1
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically (temp file + fsync + rename + fsync of the folder)."""
     path = Path(path)
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT_VERSION, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda handle: torch.save({"format": FORMAT_VERSION, **state}, handle), durable=True)
     except BaseException as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         cause = _os_error(exc)
         if cause is None:
             raise
@@ -158,3 +149,16 @@ def load_module_state(module: torch.nn.Module, state: dict, path: str | Path, na
             parts.append(f"shape mismatch {', '.join(shapes[:3])}")
         raise CheckpointError(f"checkpoint {path}: weights of '{name}' do not fit this model ({'; '.join(parts)})")
     module.load_state_dict(state)
+
+
+def load_modules(path: str | Path, modules: dict, signature: dict | None = None) -> None:
+    """Load the weights of each named module (``{"model": model, "darkener": net}``) from the simmm checkpoint
+    ``path``; every name must be in it (the error names the file and what it holds). A module given as ``None`` is
+    only checked for. ``signature``: as :func:`load_checkpoint`."""
+    state = load_checkpoint(path, signature=signature, map_location="cpu")
+    held = state.get("modules", {})
+    for name, module in modules.items():
+        if name not in held:
+            raise CheckpointError(f"checkpoint {path} holds no '{name}' weights (it has: {', '.join(held)})")
+        if module is not None:
+            load_module_state(module, held[name], path, name)

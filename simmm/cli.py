@@ -152,7 +152,6 @@ def _load(args):
 
 
 def cmd_train(args) -> int:
-    from simmm import dist
     from simmm.engine import Engine
     from simmm.report import print_report
 
@@ -160,8 +159,8 @@ def cmd_train(args) -> int:
     engine = Engine(recipe)
     engine.fit(resume=args.resume)
     print_report(engine.history, recipe.name)
-    if (engine.run_dir / "darkening.png").exists() and dist.is_main():
-        print(f"darkening grid: {engine.run_dir / 'darkening.png'}")
+    for path in engine.artifacts:
+        print(f"wrote {path}")
     return 0
 
 
@@ -237,7 +236,7 @@ def cmd_predict(args) -> int:
 
     import torch
 
-    from simmm.checkpoint import load_checkpoint, load_module_state
+    from simmm.checkpoint import load_modules
     from simmm.data.images import load_image_tensor, save_image
     from simmm.task import get_task
 
@@ -251,8 +250,7 @@ def cmd_predict(args) -> int:
         raise SimmmError("--darkzurich-test is for segmentation recipes")
     adapter = get_task(recipe.task)(recipe)
     model = adapter.build_model()
-    state = load_checkpoint(args.checkpoint, signature=adapter.signature())
-    load_module_state(model, state["modules"]["model"], args.checkpoint, "model")
+    load_modules(args.checkpoint, {"model": model}, signature=adapter.signature())
     model.eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from simmm import dist
-from simmm.checkpoint import load_checkpoint, load_module_state, save_checkpoint
+from simmm.checkpoint import load_checkpoint, load_module_state, load_modules, save_checkpoint
 from simmm.data.loader import next_batch, worker_death_error, worker_died
 from simmm.data.sampler import ResumableBatchSampler
 from simmm.errors import CheckpointError, SimmmError
@@ -103,8 +103,7 @@ class Engine:
         seed_everything(recipe.seed)
         amp = resolve_amp(recipe.amp, self.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        self.method: Method = get_method(recipe.method)(recipe, self.adapter,
-                                                        Context(self.device, self._autocast, dist.world_size()))
+        self.method: Method = get_method(recipe.method)(recipe, self.adapter, Context(self.device, self._autocast))
 
         # data first: every bad input fails here, before any model is built or step is taken
         streams = self.method.streams()
@@ -116,18 +115,16 @@ class Engine:
         self.model = self.adapter.build_model().to(self.device)
         if recipe.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.players: dict[str, Player] = {}
         if recipe.init:
-            self.load_weights(recipe.init, modules=("model",))
+            load_modules(recipe.init, {"model": self.model}, signature=self.signature())
         self.method.setup(self.model, self.steps)
         if recipe.sync_bn and dist.is_distributed():
             for module in self.method.modules().values():
                 dist.convert_sync_batchnorm(module, self.device)
-        self.players = {p.name: p for p in self.method.players()}
         self.plan: list[Phase] = self.method.plan(self.steps)
         self.total_steps = sum(p.steps for p in self.plan)
         active = {name for phase in self.plan for name in phase.players}
-        self.players = {name: p for name, p in self.players.items() if name in active}
+        self.players: dict[str, Player] = {p.name: p for p in self.method.players() if p.name in active}
         # each stream read by a player of this run gets its own sampler, seeded by its place in this list
         self.streams = {name: stream for name, stream in streams.items()
                         if any(name in p.streams for p in self.players.values())}
@@ -148,6 +145,7 @@ class Engine:
         self._iters: dict[str, object] = {}
         self.logger: Optional[RunLogger] = None
         self._stop_requested = False
+        self.artifacts: list[Path] = []  # what the method drew of the finished run (write_report)
         # the generators' state right after building: fit() starts from it, whatever ran in between. Each process
         # draws its own augmentation: ranks > 0 start from their own seed (rank 0's stream is the 1-process one)
         if dist.rank() > 0:
@@ -432,12 +430,11 @@ class Engine:
                 self.save(ckpt_dir / "best.pt")
 
     def write_report(self) -> None:
-        """``report.json`` (evaluation history and best) and the method's pictures (SMM: ``darkening.png``)."""
+        """``report.json`` (evaluation history and best) and the method's pictures (SMM: ``darkening.png``), whose
+        paths are kept in :attr:`artifacts`."""
         if dist.is_main() and self.history:
             write_json({"history": self.history, "best": self.best}, self.run_dir / "report.json")
-            write = getattr(self.method, "write_artifacts", None)
-            if write is not None:
-                write(self.run_dir, self.eval_sets)
+            self.artifacts = self.method.write_artifacts(self.run_dir, self.eval_sets)
         dist.barrier()
 
     # ----------------------------------------------------------------------------------------------- eval
@@ -527,15 +524,9 @@ class Engine:
     def load_weights(self, path: str | Path, modules=("model",)) -> None:
         """Initialise modules (``model``, or any module of the method by name) from a simmm checkpoint of a
         compatible run."""
-        needs_model = "model" in modules
-        state = load_checkpoint(path, signature=self.signature() if needs_model else None, map_location="cpu")
-        own = self.modules() if self.players else {"model": self.model}
-        for name in modules:
-            if name not in state.get("modules", {}):
-                raise CheckpointError(f"checkpoint {path} holds no '{name}' weights "
-                                      f"(it has: {', '.join(state.get('modules', {}))})")
-            if own.get(name) is not None:
-                load_module_state(own[name], state["modules"][name], path, name)
+        own = self.modules()
+        load_modules(path, {name: own.get(name) for name in modules},
+                     signature=self.signature() if "model" in modules else None)
 
 
 # keys that may differ between a run and its resumption without changing what it computes

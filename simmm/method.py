@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -96,7 +97,6 @@ class Context:
 
     device: torch.device
     autocast: Callable[[], AbstractContextManager]
-    world_size: int = 1
 
 
 @dataclass
@@ -113,8 +113,7 @@ def set_trainable(module: nn.Module, on: bool) -> None:
 class Method:
     """Base class of methods. Subclasses set :attr:`config` / :attr:`players_defaults` and override
     :meth:`streams`, :meth:`setup`, :meth:`players`, :meth:`plan` and :meth:`modules` (and, when needed,
-    :meth:`player_streams`, :meth:`activate`, :meth:`eval_model` and ``write_artifacts(run_dir, eval_sets)``,
-    pictures of a finished run)."""
+    :meth:`player_streams`, :meth:`activate`, :meth:`eval_model` and :meth:`write_artifacts`)."""
 
     name: str = ""
     config: type = EmptyMethodConfig
@@ -163,6 +162,11 @@ class Method:
         """The module the engine evaluates, when it is not the task's model alone (DANIA: relighting, then the
         segmenter, with test-time re-weighting). Default ``None``: the task's model."""
         return None
+
+    def write_artifacts(self, run_dir: Path, eval_sets: list) -> list[Path]:
+        """Pictures of a finished run, written into ``run_dir`` by the main process (SMM: ``darkening.png``);
+        returns their paths. Default: none."""
+        return []
 
     def activate(self, phase: Phase, players: dict[str, Player]) -> None:
         """Called when ``phase`` starts (or resumes), after its players' modules were set trainable and all others

@@ -254,7 +254,7 @@ def recipe_from_dict(raw: dict, schemas: Optional[dict] = None, source: str = "r
         if name not in allowed:
             raise RecipeError(f"players.{name}: unknown player of method {method!r}; "
                               f"allowed: {', '.join(allowed)}")
-    players = merge({k: v for k, v in allowed.items()}, players_raw)
+    players = merge(allowed, players_raw)
     options_raw = {key: raw.pop(key) for key in option_names if key in raw}
     model_raw, data_raw = raw.pop("model", {}) or {}, raw.pop("data", {}) or {}
     recipe = build(Recipe, {**raw, "players": players}, "")

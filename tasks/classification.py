@@ -27,7 +27,7 @@ from simmm.backbones import Normalize, backbone_normalization, create_backbone
 from simmm.byol import BYOLHeads
 from simmm.data.folder import CODAN_CLASSES, ImageFolderDataset, InMemoryImageDataset, scan_folder_dataset
 from simmm.data.images import verify_images
-from simmm.dist import sum_over_ranks
+from simmm.dist import is_distributed, sum_over_ranks
 from simmm.data.photos import PHOTOS, photo_crops
 from simmm.errors import DataError
 from simmm.logger import track
@@ -317,11 +317,12 @@ def adabn(model: nn.Module, loader) -> nn.Module:
     device = next(model.parameters()).device
     for batch in loader:
         adapted(batch["image"].to(device))
-    for m in norms:  # a distributed run: each process saw its share; pool the per-batch averages of all
-        n = m.num_batches_tracked.to(torch.float64).view(1)
-        pooled = sum_over_ranks(torch.cat([n, m.running_mean.double() * n, m.running_var.double() * n]))
-        c = m.num_features
-        if float(pooled[0]) > float(n):
-            m.running_mean.copy_(pooled[1:c + 1] / pooled[0])
-            m.running_var.copy_(pooled[c + 1:] / pooled[0])
+    if is_distributed():  # each process saw its share of the set: pool the per-batch averages of all
+        for m in norms:
+            n = m.num_batches_tracked.to(torch.float64).view(1)
+            pooled = sum_over_ranks(torch.cat([n, m.running_mean.double() * n, m.running_var.double() * n]))
+            c = m.num_features
+            if float(pooled[0]) > 0:
+                m.running_mean.copy_(pooled[1:c + 1] / pooled[0])
+                m.running_var.copy_(pooled[c + 1:] / pooled[0])
     return adapted.eval()

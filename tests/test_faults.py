@@ -27,6 +27,7 @@ import pytest
 import torch
 from torch import nn
 
+import simmm.atomic
 import simmm.checkpoint
 from simmm.checkpoint import load_checkpoint, save_checkpoint
 from simmm.cli import main
@@ -152,14 +153,14 @@ def previous(tmp_path) -> Path:
 def fill_disk_on_write(monkeypatch):
     """The checkpoint's temporary file is created, but its bytes go to /dev/full: ENOSPC as the kernel says
     it."""
-    real = simmm.checkpoint.tempfile.mkstemp
+    real = simmm.atomic.tempfile.mkstemp
 
     def mkstemp(*args, **kwargs):
         fd, name = real(*args, **kwargs)
         os.close(fd)
         return os.open("/dev/full", os.O_WRONLY), name
 
-    monkeypatch.setattr(simmm.checkpoint.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(simmm.atomic.tempfile, "mkstemp", mkstemp)
 
 
 def fill_disk_in_the_zip_writer(monkeypatch):
@@ -204,7 +205,7 @@ def test_other_write_errors_name_the_file(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(simmm.checkpoint.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(simmm.atomic.tempfile, "mkstemp", refuse)
     with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(target))}: cannot be written "
                        r"\(Permission denied\)"):
         save_checkpoint({"step": 1}, target)

@@ -140,23 +140,18 @@ PLAYERS = {
 
 
 class RelitSegmenter(nn.Module):
-    """R then G on images in [0, 1]: x = normalise(I), relit = x + r(x), logits = G(relit). Returns (logits, x, r);
-    with ``weights`` set (evaluation), the logits are ``log(softmax · w)``: the re-weighted probabilities' argmax."""
+    """R then G on images in [0, 1]: x = normalise(I), relit = x + r(x), logits = G(relit). Returns (logits, x, r):
+    the light loss works on x and r, in G's normalised input space (METHOD.md §5)."""
 
     def __init__(self, relight: RelightNet, segmenter: nn.Module) -> None:
         super().__init__()
         self.relight = relight
         self.segmenter = segmenter
-        self.weights = None
 
     def forward(self, images: torch.Tensor):
         x = self.segmenter.normalize(images)
         out = self.relight(x)
-        logits = self.segmenter.forward_normalized(out.image)
-        if self.weights is None:
-            return logits, x, out.residual
-        probs = torch.softmax(logits.float(), 1) * self.weights.view(1, -1, 1, 1).to(logits.device)
-        return torch.log(probs.clamp_min(1e-12))
+        return self.segmenter.forward_normalized(out.image), x, out.residual
 
 
 class _Evaluated(nn.Module):

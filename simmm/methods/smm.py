@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 from simmm.byol import BYOLHeads, copy_as_target, update_momentum
-from simmm.checkpoint import load_checkpoint, load_module_state
+from simmm.checkpoint import load_modules
 from simmm.darkening import DarkeningNet
 from simmm.darkening_losses import DarkeningLoss
-from simmm.errors import CheckpointError, RecipeError
+from simmm.errors import RecipeError
 from simmm.exposure import compound_exposure, sample_exposure
 from simmm.method import Method, Phase, Player, Stream, register_method
 from simmm.recipe import non_negative, positive
@@ -189,7 +189,7 @@ class SMM(Method):
             self.darkener = DarkeningNet(width=d.width, mapping=d.mapping, iterations=d.iterations,
                                          map_scale=d.map_scale).to(device)
         if d.checkpoint:
-            self._load_darkener(d.checkpoint)
+            load_modules(d.checkpoint, {"darkener": self.darkener})  # None (not used here): only checked
         self.darkening_loss = DarkeningLoss(sim=d.weights.sim, exposure=d.weights.exposure, color=d.weights.color,
                                             tv=d.weights.tv, flex=d.weights.flex, exposure_norm=d.exposure_norm,
                                             tv_alpha=d.tv_alpha)
@@ -212,14 +212,6 @@ class SMM(Method):
             for module in player.modules.values():
                 module.requires_grad_(True)
         self._freeze_targets()
-
-    def _load_darkener(self, path: str) -> None:
-        state = load_checkpoint(path, map_location="cpu")
-        if "darkener" not in state.get("modules", {}):
-            raise CheckpointError(f"checkpoint {path} holds no 'darkener' weights "
-                                  f"(it has: {', '.join(state.get('modules', {}))})")
-        if self.darkener is not None:
-            load_module_state(self.darkener, state["modules"]["darkener"], path, "darkener")
 
     def players(self) -> list[Player]:
         return list(self._players.values())
