@@ -1,4 +1,4 @@
-"""The ``simmm`` command line: train, eval, darken, recipes, data check.
+"""The ``simmm`` command line: train, eval, darken, predict, recipes, data check, data stats.
 
 User errors (a missing dataset folder, a bad recipe key, a checkpoint of another model, ...) end with one
 paragraph naming the file or key and what was expected, and a non-zero exit code; ``--debug`` shows the
@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "malformed, without training")
     recipe_args(c)
     c.set_defaults(func=cmd_data_check)
+    st = data_sub.add_parser("stats", help="count the labelled pixels of each class in the recipe's training "
+                             "labels and write the class statistics DANIA's re-weighting reads (dania.class_stats)")
+    recipe_args(st)
+    st.add_argument("--out", help="where to write the JSON (default: class_stats.json in the recipe's output_dir)")
+    st.set_defaults(func=cmd_data_stats)
     return parser
 
 
@@ -249,8 +254,8 @@ def cmd_predict(args) -> int:
     if args.darkzurich_test and recipe.task != "segmentation":
         raise SimmmError("--darkzurich-test is for segmentation recipes")
     adapter = get_task(recipe.task)(recipe)
-    model = adapter.build_model()
-    load_modules(args.checkpoint, {"model": model}, signature=adapter.signature())
+    model, modules = _method(recipe, adapter).inference_model(adapter.build_model())
+    load_modules(args.checkpoint, modules, signature=adapter.signature())
     model.eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,12 +318,25 @@ def cmd_recipes(args) -> int:
     return 0
 
 
+def _method(recipe, adapter):
+    """The recipe's method on the CPU, for what needs no training run (``inference_model``, ``check_data``)."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from simmm.method import Context, get_method
+
+    return get_method(recipe.method)(recipe, adapter, Context(torch.device("cpu"), nullcontext))
+
+
 def cmd_data_check(args) -> int:
     from simmm.task import get_task
 
     recipe = _load(args)
     adapter = get_task(recipe.task)(recipe)
     report = adapter.check_data()
+    for extra in _method(recipe, adapter).check_data():
+        report.add(extra)
     print(report.format())
     if not report.ok:
         from simmm.data.sources import missing_sources
@@ -327,3 +345,45 @@ def cmd_data_check(args) -> int:
             print(textwrap.fill(line, width=110, subsequent_indent="  ", break_long_words=False,
                                 break_on_hyphens=False))
     return 0 if report.ok else 1
+
+
+def cmd_data_stats(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from simmm.class_stats import count_class_pixels, write_class_stats
+    from simmm.dania_losses import class_weights
+    from simmm.task import get_task
+
+    recipe = _load(args)
+    adapter = get_task(recipe.task)(recipe)
+    if not hasattr(adapter, "train_label_files"):
+        raise SimmmError(f"data stats: task {recipe.task!r} has no label maps to count (segmentation has)")
+    labels, classes, source = adapter.train_label_files()
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("counting labelled pixels", total=len(labels))
+        counts = count_class_pixels(labels, len(classes), progress=lambda n: progress.update(bar, completed=n))
+    if counts.sum() == 0:
+        raise SimmmError(f"data stats: the {len(labels)} label maps of {source} hold no labelled pixel")
+    out = Path(args.out) if args.out else recipe.run_dir / "class_stats.json"
+    stats = write_class_stats(out, counts, classes, len(labels), source)
+    dania = getattr(recipe.options, "dania", None)
+    spreads = {"train": dania.train_s, "test": dania.test_s} if dania is not None else {"s=0.1": 0.1}
+    present = [k for k, n in enumerate(stats["pixels"]) if n > 0]
+    weights = {name: dict(zip(present, class_weights([stats["shares"][k] for k in present], s=s).tolist()))
+               for name, s in spreads.items()}
+    table = Table(title=f"class statistics of {source} ({len(labels)} label maps)")
+    for column in ("class", "pixels", "share a_k", *(f"w_k ({name}, s={s:g})" for name, s in spreads.items())):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for k, name in enumerate(classes):
+        table.add_row(name, f"{stats['pixels'][k]:,}", f"{stats['shares'][k]:.5f}",
+                      *(f"{w[k]:.4f}" if k in w else "-" for w in weights.values()))
+    Console().print(table)
+    print(f"wrote {out}")
+    if len(present) < len(classes):
+        print(f"warning: {len(classes) - len(present)} classes have no labelled pixel; DANIA's re-weighting "
+              f"(-log a_k) needs every class, so this file cannot serve as dania.class_stats")
+    else:
+        print(f"use it with: --set dania.class_stats={out}  (or `class_stats: {out}` under dania: in the recipe)")
+    return 0

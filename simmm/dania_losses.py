@@ -15,7 +15,8 @@ and each discriminator its least-squares loss. This module holds every term, eac
 - the class re-weighting ``w_k`` (:func:`class_pixel_counts`, :func:`class_shares`, :func:`class_weights`,
   :data:`CITYSCAPES_CLASS_SHARES`);
 - the class-weighted source cross-entropy (:func:`weighted_cross_entropy`);
-- the static loss on ``T_n`` (:func:`fuse_pseudo_label`, :func:`static_focal_loss`, :func:`static_loss`);
+- the static loss on ``T_n`` (:func:`fuse_probabilities`, :func:`fuse_pseudo_label`, :func:`static_focal_loss`,
+  :func:`static_loss`); :func:`fuse_probabilities` serves the day–night evaluation as well;
 - the least-squares adversarial losses (:func:`generator_adversarial_loss`, :func:`discriminator_loss`).
 
 Label maps are train ids ``(B, H, W)`` with ``255`` for "ignore"; the first 11 train ids (road, sidewalk, building,
@@ -45,6 +46,7 @@ __all__ = [
     "class_shares",
     "class_weights",
     "weighted_cross_entropy",
+    "fuse_probabilities",
     "fuse_pseudo_label",
     "static_focal_loss",
     "static_loss",
@@ -386,12 +388,9 @@ def _valid_mask(valid: Optional[Tensor], shape: torch.Size) -> Optional[Tensor]:
     return valid.bool()
 
 
-@torch.no_grad()
-def fuse_pseudo_label(night_logits: Tensor, day_prob: Tensor, valid: Optional[Tensor] = None,
-                      weights: Optional[Union[Sequence[float], Tensor]] = None, h1: float = 0.8, h2: float = 0.6,
-                      u: float = 0.4, fill_holes: bool = False, num_static: int = NUM_STATIC,
-                      ignore_index: int = IGNORE) -> Tensor:
-    r"""Pseudo label of the night image from the fused day and night predictions (DANIA Eq. 11).
+def fuse_probabilities(night_prob: Tensor, day_prob: Tensor, valid: Optional[Tensor] = None, h1: float = 0.8,
+                       h2: float = 0.6, u: float = 0.4, num_static: int = NUM_STATIC) -> Tensor:
+    r"""The fused day–night class probabilities of DANIA Eq. 11, per pixel:
 
     .. math::
 
@@ -399,9 +398,42 @@ def fuse_pseudo_label(night_logits: Tensor, day_prob: Tensor, valid: Optional[Te
         h_c = \begin{cases} h_1 & P'_{td,c} > u \\ h_2 & \text{else} \end{cases}
         \quad (c \text{ static}), \qquad F_c = P_{tn,c} \quad (c \text{ dynamic})
 
-    per pixel; the label is ``argmax_c w_c F_c`` over all ``C`` classes, and pixels whose argmax is a dynamic
-    class (``≥ num_static``) become ``ignore_index``. ``P_tn`` is the softmax of the night logits; both inputs
-    are detached (the whole function runs without grad).
+    Where ``valid`` is false (warp holes) the night prediction stands alone: ``P'_td := P_tn`` there, so
+    ``F = P_tn`` (paper §3.5.3). Used by the static loss's pseudo label (:func:`fuse_pseudo_label`) and by the
+    day–night evaluation (the day partner fused at test time).
+
+    Args:
+        night_prob: ``(B, C, H, W)`` probabilities of the night image ``P_tn``.
+        day_prob: ``(B, C, H, W)`` probabilities of the day image warped to the night view ``P'_td``.
+        valid: ``(B, H, W)`` (or ``(B, 1, H, W)``) bool, false at warp holes; ``None`` = no holes.
+        h1, h2, u: fusion weights and threshold (0.8, 0.6, 0.4).
+        num_static: the first ``num_static`` train ids are static (11).
+
+    Returns:
+        ``(B, C, H, W)`` in ``night_prob``'s dtype; differentiable in both inputs (callers detach them).
+    """
+    if night_prob.dim() != 4 or day_prob.shape != night_prob.shape:
+        raise ValueError(f"fuse_probabilities: night {tuple(night_prob.shape)} and day {tuple(day_prob.shape)} "
+                         f"probabilities must both be (B, C, H, W)")
+    s = num_static
+    p_tn, p_td = night_prob, day_prob.to(night_prob.dtype)
+    mask = _valid_mask(valid, night_prob.shape[:1] + night_prob.shape[2:])
+    if mask is not None:
+        p_td = torch.where(mask[:, None], p_td, p_tn)
+    h = torch.where(p_td[:, :s] > u, h1, h2).to(p_tn.dtype)
+    return torch.cat([h * p_td[:, :s] + (1 - h) * p_tn[:, :s], p_tn[:, s:]], dim=1)
+
+
+@torch.no_grad()
+def fuse_pseudo_label(night_logits: Tensor, day_prob: Tensor, valid: Optional[Tensor] = None,
+                      weights: Optional[Union[Sequence[float], Tensor]] = None, h1: float = 0.8, h2: float = 0.6,
+                      u: float = 0.4, fill_holes: bool = False, num_static: int = NUM_STATIC,
+                      ignore_index: int = IGNORE) -> Tensor:
+    r"""Pseudo label of the night image from the fused day and night predictions (DANIA Eq. 11).
+
+    The label is ``argmax_c w_c F_c`` over all ``C`` classes, ``F`` the fusion of :func:`fuse_probabilities`
+    with ``P_tn`` the softmax of the night logits; pixels whose argmax is a dynamic class (``≥ num_static``)
+    become ``ignore_index``. Both inputs are detached (the whole function runs without grad).
 
     Warp holes (``valid`` false): ignored by default (paper §4.4); with ``fill_holes=True`` the night prediction
     fills them through the fusion — ``P'_td := P_tn`` there, so ``F = P_tn`` (paper §3.5.3).
@@ -421,17 +453,12 @@ def fuse_pseudo_label(night_logits: Tensor, day_prob: Tensor, valid: Optional[Te
     if night_logits.dim() != 4 or day_prob.shape != night_logits.shape:
         raise ValueError(f"fuse_pseudo_label: night logits {tuple(night_logits.shape)} and day probabilities "
                          f"{tuple(day_prob.shape)} must both be (B, C, H, W)")
-    s = num_static
-    p_tn = F.softmax(night_logits, dim=1)  # no_grad: both fusion inputs are detached
-    p_td = day_prob.to(p_tn.dtype)
     mask = _valid_mask(valid, night_logits.shape[:1] + night_logits.shape[2:])
-    if mask is not None and fill_holes:
-        p_td = torch.where(mask[:, None], p_td, p_tn)
-    h = torch.where(p_td[:, :s] > u, h1, h2).to(p_tn.dtype)
-    fused = torch.cat([h * p_td[:, :s] + (1 - h) * p_tn[:, :s], p_tn[:, s:]], dim=1)
+    fused = fuse_probabilities(F.softmax(night_logits, dim=1), day_prob, mask if fill_holes else None, h1=h1,
+                               h2=h2, u=u, num_static=num_static)
     fused = fused * _weights(weights, fused, fused.shape[1], "fuse_pseudo_label").view(1, -1, 1, 1)
     label = fused.argmax(dim=1)
-    label[label >= s] = ignore_index
+    label[label >= num_static] = ignore_index
     if mask is not None and not fill_holes:
         label[~mask] = ignore_index
     return label

@@ -107,7 +107,7 @@ class Engine:
 
         # data first: every bad input fails here, before any model is built or step is taken
         streams = self.method.streams()
-        self.eval_sets = self.adapter.eval_sets()
+        self.eval_sets = self.method.eval_sets(self.adapter.eval_sets())
         reads = self.method.player_streams()
         self.steps = {name: self._player_steps(name, cfg, [streams[s] for s in reads.get(name, ())])
                       for name, cfg in recipe.players.items()}

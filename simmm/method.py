@@ -113,7 +113,8 @@ def set_trainable(module: nn.Module, on: bool) -> None:
 class Method:
     """Base class of methods. Subclasses set :attr:`config` / :attr:`players_defaults` and override
     :meth:`streams`, :meth:`setup`, :meth:`players`, :meth:`plan` and :meth:`modules` (and, when needed,
-    :meth:`player_streams`, :meth:`activate`, :meth:`eval_model` and :meth:`write_artifacts`)."""
+    :meth:`player_streams`, :meth:`activate`, :meth:`eval_sets`, :meth:`eval_model`, :meth:`inference_model` and
+    :meth:`write_artifacts`)."""
 
     name: str = ""
     config: type = EmptyMethodConfig
@@ -158,10 +159,27 @@ class Method:
         outside its player's phases."""
         raise NotImplementedError
 
+    def check_data(self) -> list:
+        """Data checks of the method's own data (``simmm data check``; DANIA: its pair streams) as
+        :class:`~simmm.data.check.DataReport` objects, without raising for data. Default: none."""
+        return []
+
+    def eval_sets(self, task_sets: list) -> list:
+        """The run's evaluation sets: the task's :class:`~simmm.task.EvalSet` list, to which a method may add its
+        own (DANIA: each night set again with its day partners fused). Called before :meth:`setup` (data first).
+        Default: the task's."""
+        return task_sets
+
     def eval_model(self) -> Optional[nn.Module]:
         """The module the engine evaluates, when it is not the task's model alone (DANIA: relighting, then the
         segmenter, with test-time re-weighting). Default ``None``: the task's model."""
         return None
+
+    def inference_model(self, model: nn.Module) -> tuple[nn.Module, dict[str, nn.Module]]:
+        """What ``simmm predict`` runs, built around the task's ``model`` without data or :meth:`setup`: the module
+        to predict with (called like the task's model), and the checkpointed modules it needs, by name (loaded from
+        the checkpoint). Default: the model alone."""
+        return model, {"model": model}
 
     def write_artifacts(self, run_dir: Path, eval_sets: list) -> list[Path]:
         """Pictures of a finished run, written into ``run_dir`` by the main process (SMM: ``darkening.png``);

@@ -80,11 +80,17 @@ class EmptyConfig:
 
 @dataclass
 class EvalSet:
-    """A named evaluation set: ``name`` carries the split (``night_test``); metrics come out as ``name/metric``."""
+    """A named evaluation set: ``name`` carries the split (``night_test``); metrics come out as ``name/metric``.
+
+    ``predict``: a method's own prediction for this set, ``(evaluated model, batch) -> logits`` at the batch's
+    image size, scored by the task as usual (DANIA's day–night evaluation, which fuses each night image with its
+    day partner); ``None``: the task's own prediction. The segmentation task honours it.
+    """
 
     name: str
     dataset: torch.utils.data.Dataset
     options: dict = field(default_factory=dict)
+    predict: Optional[Callable[[nn.Module, dict], torch.Tensor]] = None
 
 
 class TaskAdapter:

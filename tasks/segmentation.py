@@ -14,6 +14,7 @@ Built only on simmm's public API.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import kornia.augmentation as K
@@ -153,6 +154,18 @@ class Segmentation(TaskAdapter):
         dataset.check(strict=True)  # every image and label read once, before any step
         return SelectKeys(dataset, ("image", "target"))  # batches hold tensors only
 
+    def train_label_files(self) -> tuple[list[tuple[Path, str]], tuple[str, ...], str]:
+        """``([(label file, kind), ...], class names, a description of the set)`` of the training set, for
+        ``simmm data stats``."""
+        t = self.cfg.train
+        if not t.root:
+            raise RecipeError("data.train.root: empty; expected the folder of the training set (e.g. Cityscapes)")
+        dataset = _dataset(t, None)
+        labels = [(s.label, s.label_kind or "labelIds") for s in dataset.samples if s.label is not None]
+        if not labels:
+            raise RecipeError(f"data.train: {dataset!r} has no label maps to count")
+        return labels, TRAIN_CLASSES, f"{t.dataset} {t.split} at {t.root}"
+
     def eval_sets(self) -> list[EvalSet]:
         sets = []
         for name, cfg in self.cfg.eval.items():
@@ -221,8 +234,11 @@ class Segmentation(TaskAdapter):
         device = next(model.parameters()).device
         matrix = ConfusionMatrix(self.recipe.model.num_classes, ignore_index=IGNORE, device=device)
         for batch in loader:
-            images, target = batch["image"].to(device), batch["target"].to(device)
-            logits = self.predict(model, images, eval_set.options.get("size"))
+            target = batch["target"].to(device)
+            if eval_set.predict is not None:
+                logits = eval_set.predict(model, batch)
+            else:
+                logits = self.predict(model, batch["image"].to(device), eval_set.options.get("size"))
             if logits.shape[-2:] != target.shape[-2:]:  # score at the label's native resolution
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
             matrix.update(logits, target)

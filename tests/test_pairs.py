@@ -52,6 +52,25 @@ def test_darkzurich_pair_items(tmp_darkzurich):
     assert batch["night_matrix"].shape == (2, 3, 3)
 
 
+def test_darkzurich_val_pairs_for_the_day_night_evaluation(tmp_darkzurich):
+    ds = pair_dataset("darkzurich", tmp_darkzurich, split="val")
+    names = [(n.relative_to(tmp_darkzurich / "rgb_anon").as_posix(), d.relative_to(tmp_darkzurich / "rgb_anon")
+              .as_posix()) for n, d in ds.pairs]
+    assert names == [("val/night/GOPR0356/GOPR0356_frame_000321_rgb_anon.png",
+                      "val/day/GOPR0355/GOPR0355_frame_000410_rgb_anon.png"),
+                     ("val/night/GOPR0356/GOPR0356_frame_000324_rgb_anon.png",
+                      "val/day/GOPR0355/GOPR0355_frame_000410_rgb_anon.png"),
+                     ("val/night/GOPR0356/GOPR0356_frame_000327_rgb_anon.png",
+                      "val/day/GOPR0355/GOPR0355_frame_000415_rgb_anon.png")]
+    # bare frame names resolve under the split's folders
+    (tmp_darkzurich / "val.csv").write_text("GOPR0356_frame_000324,GOPR0355_frame_000415\n")
+    ds = pair_dataset("darkzurich", tmp_darkzurich, split="val", pairs_file=tmp_darkzurich / "val.csv")
+    assert ds.pairs == [(tmp_darkzurich / "rgb_anon/val/night/GOPR0356/GOPR0356_frame_000324_rgb_anon.png",
+                         tmp_darkzurich / "rgb_anon/val/day/GOPR0355/GOPR0355_frame_000415_rgb_anon.png")]
+    with pytest.raises(DataError, match=r"correspondence folder .*corresp/test/night does not exist"):
+        pair_dataset("darkzurich", tmp_darkzurich, split="test")
+
+
 def test_acdc_pairs_condition_image_with_its_reference(tmp_acdc):
     ds = pair_dataset("acdc", tmp_acdc, condition="snow", split="val")
     assert len(ds) == 2
@@ -98,8 +117,12 @@ def test_pair_dataset_arguments_are_checked(tmp_darkzurich, tmp_path):
         pair_dataset("csv", tmp_darkzurich)
     with pytest.raises(SimmmError, match="'acdc' takes no pairs_file"):
         pair_dataset("acdc", tmp_darkzurich, pairs_file="x.csv")
-    with pytest.raises(SimmmError, match="'darkzurich' takes no condition or split"):
-        pair_dataset("darkzurich", tmp_darkzurich, split="val")
+    with pytest.raises(SimmmError, match="'darkzurich' takes no condition"):
+        pair_dataset("darkzurich", tmp_darkzurich, condition="night")
+    with pytest.raises(SimmmError, match="'csv' takes no split"):
+        pair_dataset("csv", tmp_darkzurich, pairs_file="x.csv", split="val")
+    with pytest.raises(SimmmError, match="Dark Zurich split"):
+        pair_dataset("darkzurich", tmp_darkzurich, split="evening")
     with pytest.raises(DataError, match="pairs file .*absent.csv does not exist"):
         pair_dataset("csv", tmp_path, pairs_file=tmp_path / "absent.csv")
 

@@ -94,3 +94,17 @@ def test_dataset_roots_of_a_segmentation_recipe():
         ("cityscapes", "data/cityscapes"), ("cityscapes", "data/cityscapes"),
         ("nighttime_driving", "data/nighttime_driving"), ("darkzurich", "data/dark_zurich")]
     assert list(dataset_roots(load_recipe("cls_codan").data)) == [("codan", "data/CODaN")]
+
+
+def test_a_tree_of_another_generator_version_is_made_anew(in_tmp, monkeypatch):
+    from simmm.data import synthetic
+
+    root = synthetic_tree("darkzurich")
+    assert (root / synthetic.TREE_STAMP).read_text() == synthetic.TREE_VERSION
+    (root / "old.txt").write_text("x")
+    assert synthetic_tree("darkzurich") == root and (root / "old.txt").exists()  # same version: kept
+    monkeypatch.setattr(synthetic, "TREE_VERSION", "next")
+    assert synthetic_tree("darkzurich") == root
+    assert not (root / "old.txt").exists() and (root / "rgb_anon/val/day").is_dir()
+    assert (root / synthetic.TREE_STAMP).read_text() == "next"
+    assert not list(Path(".cache/simmm/synthetic").glob(".*"))  # no stale or temporary folder left

@@ -5,7 +5,8 @@ Tree (METHOD.md §6; the release's ``Dark_Zurich_{train,val,test}_anon`` zips un
     ROOT/rgb_anon/train/{day,night,twilight}/<SEQ>/<SEQ>_frame_<n>_rgb_anon.png
     ROOT/rgb_anon/val/night/<SEQ>/*_rgb_anon.png          ROOT/gt/val/night/<SEQ>/*_gt_labelIds.png
     ROOT/rgb_anon/test/night/<SEQ>/*_rgb_anon.png         (test labels are hidden: see the export below)
-    ROOT/corresp/train/night/*.csv                        night frame → GPS-matched day frame
+    ROOT/corresp/{train,val,test}/night/*.csv             night frame → GPS-matched day frame
+    ROOT/rgb_anon/{val,test}/day/<SEQ>/*_rgb_anon.png      the day frames of val/test's correspondences
 
 Correspondence files (read by :class:`DarkZurichPairs`). The release has one file per night sequence; each
 line names a night frame and its day frame, e.g.
@@ -62,7 +63,6 @@ DZ_SPLIT_CONDITIONS: Dict[str, Tuple[str, ...]] = {
 
 IMAGE_SUFFIX = "_rgb_anon.png"
 LABEL_SUFFIXES = (("_gt_labelIds.png", "labelIds"), ("_gt_labelTrainIds.png", "trainIds"))
-CORRESP_DIR = ("corresp", "train", "night")
 PAIR_FILE_SUFFIXES = (".csv", ".txt")
 SERVER_FOLDERS = ("labelTrainIds", "labelTrainIds_invalid", "confidence")
 
@@ -86,7 +86,7 @@ def darkzurich_layout(root: PathLike, split: str = "{train,val,test}",
                       condition: str = "{day,night,twilight}") -> str:
     return (f"{root}/rgb_anon/{split}/{condition}/<SEQ>/*{IMAGE_SUFFIX}, labels (val night) "
             f"{root}/gt/val/night/<SEQ>/*{LABEL_SUFFIXES[0][0]}, "
-            f"day-night pairs {root}/corresp/train/night/*.csv")
+            f"day-night pairs {root}/corresp/<split>/night/*.csv")
 
 
 def darkzurich_group(root: Path, split: str, condition: str) -> TreeGroup:
@@ -127,7 +127,12 @@ class DarkZurichDataset(SegmentationDataset):
 
 # ------------------------------------------------------------------------------------------ day-night pairs
 
-def _pair_files(root: Path, pairs_file: Optional[PathLike]) -> List[Path]:
+def corresp_dir(root: Path, split: str = "train") -> Path:
+    """The folder of a split's correspondence files: ``ROOT/corresp/<split>/night``."""
+    return root / "corresp" / split / "night"
+
+
+def _pair_files(root: Path, pairs_file: Optional[PathLike], split: str) -> List[Path]:
     if pairs_file is not None:
         p = Path(pairs_file).expanduser()
         if not p.is_absolute() and not p.exists() and (root / p).exists():
@@ -135,12 +140,11 @@ def _pair_files(root: Path, pairs_file: Optional[PathLike]) -> List[Path]:
         if not p.is_file():
             raise DataError(f"pairs file {p} does not exist; expected a text/CSV file of `night,day` lines")
         return [p]
-    d = root.joinpath(*CORRESP_DIR)
+    d = corresp_dir(root, split)
     if not d.is_dir():
         raise DataError(f"correspondence folder {d} does not exist; expected the release's GPS "
-                        f"correspondence files under {root}/corresp/train/night/*.csv (night frame, day "
-                        f"frame per line), or pass pairs_file= a `night,day` CSV such as DANNet's "
-                        f"zurich_dn_pair_train.csv")
+                        f"correspondence files under {d}/*.csv (night frame, day frame per line), or pass "
+                        f"pairs_file= a `night,day` CSV such as DANNet's zurich_dn_pair_train.csv")
     files = [p for p in find_images(d, "") if p.suffix.lower() in PAIR_FILE_SUFFIXES]
     if not files:
         raise DataError(f"no correspondence files (*.csv, *.txt) in {d}; expected one file per night "
@@ -151,8 +155,9 @@ def _pair_files(root: Path, pairs_file: Optional[PathLike]) -> List[Path]:
 class _FrameResolver:
     """Turns a name from a pairs file into an existing image path (see the module docstring)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, split: str = "train"):
         self.root = root
+        self.split = split
         self._index: Dict[str, Dict[str, Path]] = {}
 
     @staticmethod
@@ -165,7 +170,7 @@ class _FrameResolver:
 
     def _by_name(self, condition: str, name: str) -> Optional[Path]:
         if condition not in self._index:
-            folder = self.root / "rgb_anon" / "train" / condition
+            folder = self.root / "rgb_anon" / self.split / condition
             self._index[condition] = {p.name: p for p in find_images(folder, IMAGE_SUFFIX)}
         return self._index[condition].get(name)
 
@@ -180,10 +185,11 @@ class _FrameResolver:
             if t.startswith("rgb_anon/"):
                 cands = [self.root / t]
             else:
-                cands = [rgb / t, self.root / t, rgb / "train" / t]
+                cands = [rgb / t, self.root / t, rgb / self.split / t]
         else:
             seq = t.split("_frame_")[0] if "_frame_" in t else None
-            cands = [rgb / "train" / condition / seq / t] if seq else [rgb / "train" / condition / t]
+            folder = rgb / self.split / condition
+            cands = [folder / seq / t] if seq else [folder / t]
         for c in cands:
             if c.is_file():
                 return c, cands[0]
@@ -194,12 +200,13 @@ class _FrameResolver:
         return None, cands[0]
 
 
-def darkzurich_pairs(root: Path, pairs_file: Optional[PathLike]) -> PairList:
+def darkzurich_pairs(root: Path, pairs_file: Optional[PathLike], split: str = "train") -> PairList:
     """Every pair of the pairs files (:func:`read_pairs`: the arguments) and every problem found (a malformed
     line, a missing image, a night frame paired twice); raises :class:`DataError` only when no pairs file can be
     found at all."""
-    files = _pair_files(root, pairs_file)
-    resolver = _FrameResolver(root)
+    split = check_choice(str(split), DZ_SPLITS, "Dark Zurich split")
+    files = _pair_files(root, pairs_file, split)
+    resolver = _FrameResolver(root, split)
     found = PairList(sources=files)
     first_seen: Dict[Path, Tuple[Path, str]] = {}
     for f in files:
@@ -227,20 +234,22 @@ def darkzurich_pairs(root: Path, pairs_file: Optional[PathLike]) -> PairList:
     return found
 
 
-def read_pairs(root: PathLike, pairs_file: Optional[PathLike] = None) -> List[Tuple[Path, Path]]:
-    """The ``(night image, day image)`` paths of Dark Zurich's GPS-matched training pairs.
+def read_pairs(root: PathLike, pairs_file: Optional[PathLike] = None, split: str = "train") -> List[Tuple[Path, Path]]:
+    """The ``(night image, day image)`` paths of Dark Zurich's GPS-matched pairs of a split.
 
     Args:
         root: Dark Zurich root.
         pairs_file: a ``night,day`` list (DANNet's ``zurich_dn_pair_train.csv`` form); ``None`` reads every
-            ``*.csv``/``*.txt`` under ``ROOT/corresp/train/night/`` (the release's correspondence files).
+            ``*.csv``/``*.txt`` under ``ROOT/corresp/<split>/night/`` (the release's correspondence files).
+        split: ``"train"`` (DANIA's training pairs), ``"val"`` or ``"test"`` (each night image's day partner, for
+            the day–night evaluation); bare frame names resolve under ``rgb_anon/<split>/``.
 
     Raises:
         DataError: no pairs file; a malformed line or a pair naming a missing image (the message names the
             pairs file, the line number and the missing path); one night frame paired with two day frames.
     """
     root_p = require_root(root, darkzurich_layout(dataset_root(root)))
-    return darkzurich_pairs(root_p, pairs_file).require()
+    return darkzurich_pairs(root_p, pairs_file, split).require()
 
 
 class DarkZurichPairs(PairDataset):
@@ -248,8 +257,9 @@ class DarkZurichPairs(PairDataset):
 
     Args:
         root: Dark Zurich root.
-        pairs_file: see :func:`read_pairs` (``None``: the release's ``corresp/train/night/`` files).
+        pairs_file: see :func:`read_pairs` (``None``: the release's ``corresp/<split>/night/`` files).
         size: ``None`` (native) or ``(H, W)``: both images resized bilinearly to it.
+        split: the split of the pairs (``"train"``; ``"val"``/``"test"`` for the day–night evaluation).
 
     Items: :class:`~simmm.data.pair_dataset.PairDataset`'s (``night``, ``day``, ``index``, ``key``, the two
     file → item matrices, ``night_path``, ``day_path``).
@@ -259,10 +269,10 @@ class DarkZurichPairs(PairDataset):
         num_day_frames: number of distinct day frames.
     """
 
-    def __init__(self, root: PathLike, pairs_file: Optional[PathLike] = None, size=None):
+    def __init__(self, root: PathLike, pairs_file: Optional[PathLike] = None, size=None, split: str = "train"):
         root_p = require_root(root, darkzurich_layout(dataset_root(root)))
         self.pairs_file = pairs_file
-        super().__init__(read_pairs(root_p, pairs_file), root_p, size)
+        super().__init__(read_pairs(root_p, pairs_file, split), root_p, size)
 
     @property
     def num_day_frames(self) -> int:
@@ -410,7 +420,7 @@ def check_darkzurich_tree(root: PathLike, splits: Optional[Sequence[str]] = None
                          max_listed=max_listed)
     if not root_p.is_dir() or pairs is False:
         return report
-    corresp = root_p.joinpath(*CORRESP_DIR)
+    corresp = corresp_dir(root_p)
     if pairs is None and not corresp.is_dir():
         report.entry("WARN", f"no day-night correspondences at {corresp} (needed only for DANIA's paired "
                              f"training)")

@@ -7,6 +7,8 @@
 - :class:`PairList`: the pairs a source names, the files it was read from and every problem found (a missing
   partner, a malformed line); the datasets raise on the first problem, :func:`report_pairs` lists them all
   and names unreadable pair images (the work behind ``simmm data check`` for a pair stream).
+- :class:`WithDayPartner`: a labelled night evaluation set with each image's day partner (DANIA's day–night
+  evaluation).
 
 Items::
 
@@ -45,7 +47,7 @@ from .pair_transform import resize_matrix
 from .segmentation_dataset import resize_image
 from .tree import PathLike, normalize_size, require_root
 
-__all__ = ["PairLine", "PairList", "PairDataset", "CSVPairs", "read_pair_lines", "read_csv_pairs",
+__all__ = ["PairLine", "PairList", "PairDataset", "WithDayPartner", "CSVPairs", "read_pair_lines", "read_csv_pairs",
            "report_pairs", "pair_key"]
 
 _HEADER_RE = re.compile(r"^[A-Za-z][A-Za-z _\-]*$")
@@ -169,6 +171,43 @@ class PairDataset(Dataset):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, {len(self)} pairs, "
                 f"{self.num_day_images} day images, size={self.size})")
+
+
+class WithDayPartner(Dataset):
+    """A labelled night set whose every image has a day partner: the day–night evaluation's data.
+
+    Items: ``{"image", "target"}`` of ``dataset`` plus the partner's ``"day"`` (at the item's size), the pair's
+    ``"key"`` and its ``"night_matrix"``/``"day_matrix"`` (file → item pixel coordinates), as in
+    :class:`PairDataset`.
+
+    Args:
+        dataset: a labelled segmentation dataset (items with ``"image"``, ``"target"``, ``"path"``; its
+            ``samples[i].image`` is the night file) at size ``dataset.size``.
+        pairs: the pairs naming each of those night files with its day file, loaded at the same size.
+
+    Raises:
+        DataError: a night image of ``dataset`` that no pair names (listed), or sizes that differ.
+    """
+
+    def __init__(self, dataset, pairs: PairDataset, max_listed: int = 10):
+        if pairs.size != dataset.size:
+            raise DataError(f"the day partners load at {pairs.size}, the night set at {dataset.size}; expected one size")
+        by_night = {Path(n).resolve(): i for i, (n, _) in enumerate(pairs.pairs)}
+        self.dataset, self.pairs = dataset, pairs
+        self.partner = [by_night.get(Path(s.image).resolve()) for s in dataset.samples]
+        missing = [str(s.image) for s, j in zip(dataset.samples, self.partner) if j is None]
+        if missing:
+            raise DataError(f"{len(missing)} of {len(dataset)} night images have no day partner in {pairs!r}:\n  "
+                            + "\n  ".join(capped(missing, max_listed, "night images without a partner")))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        item = self.dataset[index]
+        pair = self.pairs[self.partner[index]]
+        return {"image": item["image"], "target": item["target"],
+                **{k: pair[k] for k in ("day", "key", "night_matrix", "day_matrix")}}
 
 
 # ------------------------------------------------------------------------------------------ users' own data

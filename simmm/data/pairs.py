@@ -2,8 +2,9 @@
 
 Three sources of unlabelled day–night pairs, each a :class:`~simmm.data.pair_dataset.PairDataset`:
 
-- ``darkzurich``: Dark Zurich's GPS-matched night → day frames, from the release's ``corresp/train/night/``
-  files or a ``night,day`` list (``pairs_file``, e.g. DANNet's ``zurich_dn_pair_train.csv``);
+- ``darkzurich``: Dark Zurich's GPS-matched night → day frames of a ``split`` (default ``train``), from the
+  release's ``corresp/<split>/night/`` files or a ``night,day`` list (``pairs_file``, e.g. DANNet's
+  ``zurich_dn_pair_train.csv``);
 - ``acdc``: ACDC's ``condition`` images of a ``split`` with their normal-condition reference images;
 - ``csv``: users' own data, a CSV of ``night,day`` image paths relative to ``root`` (``pairs_file``).
 
@@ -37,9 +38,10 @@ def _check_args(source: str, pairs_file: Optional[PathLike], condition: Optional
     if source == "acdc" and pairs_file is not None:
         raise SimmmError(f"pair source 'acdc' takes no pairs_file (got {pairs_file!r}): each image is paired "
                          f"with its reference image")
-    if source != "acdc" and (condition is not None or split is not None):
-        raise SimmmError(f"pair source {source!r} takes no condition or split (got condition={condition!r}, "
-                         f"split={split!r}); they choose ACDC's folder")
+    if source != "acdc" and condition is not None:
+        raise SimmmError(f"pair source {source!r} takes no condition (got {condition!r}); it chooses ACDC's folder")
+    if source == "csv" and split is not None:
+        raise SimmmError(f"pair source 'csv' takes no split (got {split!r}); the CSV names the images")
 
 
 def pair_dataset(source: str, root: PathLike, *, pairs_file: Optional[PathLike] = None,
@@ -48,8 +50,8 @@ def pair_dataset(source: str, root: PathLike, *, pairs_file: Optional[PathLike] 
 
     Args:
         root: the dataset root (``synthetic:darkzurich`` and ``synthetic:acdc`` work too).
-        pairs_file: Dark Zurich: a ``night,day`` list instead of ``corresp/train/night/``; csv: the CSV.
-        condition, split: ACDC only (default ``night``, ``train``).
+        pairs_file: Dark Zurich: a ``night,day`` list instead of ``corresp/<split>/night/``; csv: the CSV.
+        condition: ACDC only (default ``night``); split: ACDC and Dark Zurich (default ``train``).
         size: ``None`` (native size of the night image) or ``(H, W)``.
 
     Raises:
@@ -58,7 +60,7 @@ def pair_dataset(source: str, root: PathLike, *, pairs_file: Optional[PathLike] 
     """
     _check_args(source, pairs_file, condition, split)
     if source == "darkzurich":
-        return DarkZurichPairs(root, pairs_file=pairs_file, size=size)
+        return DarkZurichPairs(root, pairs_file=pairs_file, size=size, split=split or "train")
     if source == "acdc":
         return ACDCPairs(root, condition=condition or "night", split=split or "train", size=size)
     return CSVPairs(root, pairs_file, size=size)
@@ -72,7 +74,7 @@ def check_pairs(source: str, root: PathLike, *, pairs_file: Optional[PathLike] =
     _check_args(source, pairs_file, condition, split)
     root_p = dataset_root(root)
     if source == "darkzurich":
-        layout = darkzurich_layout(root_p)
+        layout = darkzurich_layout(root_p, split or "train")
     elif source == "acdc":
         layout = acdc_layout(root_p, condition or "night", split or "train")
     else:
@@ -82,7 +84,7 @@ def check_pairs(source: str, root: PathLike, *, pairs_file: Optional[PathLike] =
         return report
     try:
         if source == "darkzurich":
-            found = darkzurich_pairs(root_p, pairs_file)
+            found = darkzurich_pairs(root_p, pairs_file, split or "train")
         elif source == "acdc":
             found = acdc_pairs(root_p, condition or "night", split or "train")
         else:

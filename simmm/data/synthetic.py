@@ -39,6 +39,9 @@ PathLike = Union[str, os.PathLike]
 
 SYNTHETIC = "synthetic:"
 SYNTHETIC_DIR = Path(".cache/simmm/synthetic")
+TREE_VERSION = "2"
+"""The generators' version, stamped into each tree (bump it when a generator writes something else)."""
+TREE_STAMP = ".simmm-tree-version"
 
 SEG_H, SEG_W = 16, 32
 
@@ -166,10 +169,15 @@ DZ_TEST = {"GOPR0364": ["GOPR0364_frame_000001", "GOPR0364_frame_000002"]}
 DZ_PAIRS = [("GOPR0351/GOPR0351_frame_000001", "GOPR0345/GOPR0345_frame_000081"),
             ("GOPR0351/GOPR0351_frame_000002", "GOPR0345/GOPR0345_frame_000081"),
             ("GOPR0351/GOPR0351_frame_000003", "GOPR0345/GOPR0345_frame_000077")]
+# val night frame -> its day partner (the day-night evaluation)
+DZ_VAL_PAIRS = [("GOPR0356/GOPR0356_frame_000321", "GOPR0355/GOPR0355_frame_000410"),
+                ("GOPR0356/GOPR0356_frame_000324", "GOPR0355/GOPR0355_frame_000410"),
+                ("GOPR0356/GOPR0356_frame_000327", "GOPR0355/GOPR0355_frame_000415")]
 
 
 def make_darkzurich_tree(root: PathLike, seed: int = 100) -> Path:
-    """The unpacked train/val/test releases: ``rgb_anon/``, ``gt/val/night/``, ``corresp/train/night/``.
+    """The unpacked train/val/test releases: ``rgb_anon/``, ``gt/val/night/``, ``corresp/{train,val}/night/`` (with
+    the val night frames' day partners under ``rgb_anon/val/day/``).
 
     Also writes DANNet's pair list form at ``root/lists/zurich_dn_pair_train.csv`` (``night,day`` paths
     relative to ``rgb_anon/`` without the ``_rgb_anon.png`` suffix).
@@ -195,6 +203,12 @@ def make_darkzurich_tree(root: PathLike, seed: int = 100) -> Path:
     for pairs in (root / "corresp" / "train" / "night" / "GOPR0351.csv", root / "lists" / "zurich_dn_pair_train.csv"):
         pairs.parent.mkdir(parents=True, exist_ok=True)
         pairs.write_text(rows)
+    for day in sorted({d for _, d in DZ_VAL_PAIRS}):
+        write_rgb(root / "rgb_anon" / "val" / "day" / f"{day}_rgb_anon.png", seed=seed + k)
+        k += 1
+    pairs = root / "corresp" / "val" / "night" / "GOPR0356.csv"
+    pairs.parent.mkdir(parents=True, exist_ok=True)
+    pairs.write_text("".join(f"val/night/{n},val/day/{d}\n" for n, d in DZ_VAL_PAIRS))
     return root
 
 
@@ -259,16 +273,26 @@ TREES: Dict[str, Callable[[Path], Path]] = {
 
 def synthetic_tree(name: str, base: PathLike = SYNTHETIC_DIR) -> Path:
     """``base/<name>``, the tiny tree of that name, generated there on first use (written to a temporary
-    folder and renamed, so a half-written tree is never used and parallel processes do not collide)."""
+    folder and renamed, so a half-written tree is never used and parallel processes do not collide). A tree
+    written by another version of the generators (its stamp is not :data:`TREE_VERSION`) is made anew."""
     if name not in TREES:
         raise DataError(f"dataset root {SYNTHETIC}{name}: no synthetic tree {name!r}; available: "
                         f"{', '.join(SYNTHETIC + n for n in TREES)}")
     target = Path(base) / name
+    stamp = target / TREE_STAMP
     if target.is_dir():
-        return target
+        if stamp.is_file() and stamp.read_text() == TREE_VERSION:
+            return target
+        stale = target.with_name(f".{name}.stale-{os.getpid()}")
+        try:
+            target.rename(stale)
+        except OSError:  # another process moved it first
+            pass
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = target.with_name(f".{name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     TREES[name](tmp)
+    (tmp / TREE_STAMP).write_text(TREE_VERSION)
     try:
         tmp.rename(target)
     except OSError:  # another process made it first

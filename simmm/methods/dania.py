@@ -15,11 +15,15 @@ Players, both stepped on every iteration (generator first):
 
 Streams: ``source`` (the task's labelled training set, augmented by the task's views) and ``pairs`` (the paired
 day–night set of ``dania.pairs``, one random scale/crop/flip per pair). Recipe section: ``dania:``. Evaluation runs
-R then G and re-weights the class probabilities with s = ``dania.test_s``.
+R then G and re-weights the class probabilities with s = ``dania.test_s``; ``dania.eval_with_day`` adds the paper's
+day–night evaluation of a night set (``<set>_with_day``: each night image's prediction fused with its aligned day
+partner's, DANIA Eq. 11, then re-weighted). The class shares behind the re-weighting are Cityscapes' unless
+``dania.class_stats`` names the file ``simmm data stats`` wrote for the recipe's source labels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -28,29 +32,49 @@ from torch import nn
 
 from simmm import dist
 from simmm.alignment import AlignConfig, HomographyCache, align_pairs, warp_prediction
+from simmm.class_stats import read_class_shares
 from simmm.dania_losses import (CITYSCAPES_CLASS_SHARES, LightLoss, StaticLoss, WeightedCrossEntropy,
-                                class_weights, discriminator_loss, generator_adversarial_loss)
+                                class_weights, discriminator_loss, fuse_probabilities, generator_adversarial_loss)
+from simmm.data.pair_dataset import PairDataset, WithDayPartner
 from simmm.data.pair_transform import PairTransform, conjugate_homography
-from simmm.data.pairs import pair_dataset
+from simmm.data.check import DataReport
+from simmm.data.pairs import check_pairs, pair_dataset
 from simmm.data.select import SelectKeys
 from simmm.errors import RecipeError
 from simmm.method import Method, Phase, Player, Stream, register_method
 from simmm.models import OutputDiscriminator, RelightNet
+from simmm.task import EvalSet
 
 __all__ = ["DANIA", "DANIAConfig", "DaniaOptions", "RelitSegmenter"]
 
 
 @dataclass
-class PairsConfig:
-    """The paired day–night training set: ``source`` darkzurich (GPS pairs from ``corresp/`` or ``pairs_file``),
-    acdc (condition image + reference) or csv (``pairs_file`` of ``night,day`` paths under ``root``); ``size``: load
-    size [H, W] (empty: the night image's); then one random ``scale``, a ``crop`` and a ``resize`` per pair."""
+class PairSource:
+    """Where day–night pairs come from: ``source`` darkzurich (GPS pairs of a ``split`` from
+    ``corresp/<split>/night/`` or ``pairs_file``), acdc (``condition`` images of a ``split`` + their references) or
+    csv (``pairs_file`` of ``night,day`` paths under ``root``); empty ``split``/``condition``: the source's default
+    (train; night)."""
 
     source: Literal["darkzurich", "acdc", "csv"] = "darkzurich"
     root: str = ""
     pairs_file: str = ""
     condition: str = ""
     split: str = ""
+
+    def check(self, path: str) -> None:
+        if not self.root:
+            raise RecipeError(f"{path}.root: empty; expected the folder of the paired day-night data")
+
+    def dataset(self, size=None) -> PairDataset:
+        return pair_dataset(self.source, self.root, pairs_file=self.pairs_file or None,
+                            condition=self.condition or None, split=self.split or None, size=size)
+
+
+@dataclass
+class PairsConfig(PairSource):
+    """The paired day–night training set (:class:`PairSource`); ``size``: load size [H, W] (empty: the night
+    image's); then one random ``scale``, a ``crop`` and a ``resize`` per pair."""
+
     size: list[int] = field(default_factory=list)
     crop: list[int] = field(default_factory=lambda: [960, 960])
     scale: tuple[float, float] = (0.9, 1.1)
@@ -58,8 +82,7 @@ class PairsConfig:
     hflip: bool = True
 
     def check(self, path: str) -> None:
-        if not self.root:
-            raise RecipeError(f"{path}.root: empty; expected the folder of the paired day-night data")
+        super().check(path)
         for name in ("size", "crop", "resize"):
             value = getattr(self, name)
             if value and (len(value) != 2 or min(value) <= 0):
@@ -116,8 +139,10 @@ class DaniaOptions:
     static: StaticOptions = field(default_factory=StaticOptions)
     weights: LossWeights = field(default_factory=LossWeights)
     align: AlignOptions = field(default_factory=AlignOptions)
+    eval_with_day: dict[str, PairSource] = field(default_factory=dict)
     train_s: float = 0.1
     test_s: float = 0.10
+    class_stats: str = ""
     ce_normalize: Literal["paper", "torch"] = "paper"
 
 
@@ -154,18 +179,32 @@ class RelitSegmenter(nn.Module):
         return self.segmenter.forward_normalized(out.image), x, out.residual
 
 
+class _RelitLogits(nn.Module):
+    """R then G, the logits only."""
+
+    def __init__(self, relit: RelitSegmenter) -> None:
+        super().__init__()
+        self.relit = relit
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.relit(images)[0]
+
+
 class _Evaluated(nn.Module):
-    """The model the engine evaluates: R then G with test-time re-weighting, returning logits only."""
+    """What the engine evaluates and ``simmm predict`` runs: R then G, the class probabilities re-weighted by
+    ``w_k`` (s = ``dania.test_s``); returns their log (an argmax, a softmax and a sliding window treat it as
+    logits). ``logits``: the unweighted R-then-G logits (the day–night evaluation fuses those)."""
 
     def __init__(self, relit: RelitSegmenter, weights: torch.Tensor) -> None:
         super().__init__()
-        self.relit = relit
+        self.logits = _RelitLogits(relit)
         self.register_buffer("w", weights, persistent=False)
 
+    def reweighted(self, probs: torch.Tensor) -> torch.Tensor:
+        return torch.log((probs * self.w.view(1, -1, 1, 1)).clamp_min(1e-12))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits, _, _ = self.relit(images)
-        probs = torch.softmax(logits.float(), 1) * self.w.view(1, -1, 1, 1)
-        return torch.log(probs.clamp_min(1e-12))
+        return self.reweighted(torch.softmax(self.logits(images).float(), 1))
 
 
 @register_method("dania")
@@ -181,10 +220,29 @@ class DANIA(Method):
 
     def streams(self) -> dict[str, Stream]:
         p = self.options.dania.pairs
-        self.pairs = pair_dataset(p.source, p.root, pairs_file=p.pairs_file or None, condition=p.condition or None,
-                                  split=p.split or None, size=tuple(p.size) or None)
+        self.pairs = p.dataset(size=tuple(p.size) or None)
         batch = self.recipe.players["generator"].batch_size
         return {"source": Stream(self.task.train_dataset(), batch), "pairs": Stream(SelectKeys(self.pairs, PAIR_KEYS), batch)}
+
+    def eval_sets(self, task_sets: list[EvalSet]) -> list[EvalSet]:
+        """The task's sets, then ``<name>_with_day`` for each set named in ``dania.eval_with_day``: its night images
+        with their day partners, predicted by :meth:`predict_with_day`."""
+        by_name = {e.name: e for e in task_sets}
+        self.eval_pairs: dict[str, PairDataset] = {}  # recipe key -> the day partners
+        extra = []
+        for name, partners in self.options.dania.eval_with_day.items():
+            key = f"dania.eval_with_day.{name}"
+            if name not in by_name:
+                raise RecipeError(f"{key}: no evaluation set {name!r} in data.eval (it has: "
+                                  f"{', '.join(by_name) or 'none'}); name a night set to fuse with its day partners")
+            night = by_name[name].dataset
+            night = getattr(night, "dataset", night)  # the segmentation dataset behind the task's key selection
+            pairs = partners.dataset(size=night.size)
+            self.eval_pairs[key] = pairs
+            options = dict(by_name[name].options)
+            extra.append(EvalSet(f"{name}_with_day", WithDayPartner(night, pairs), options,
+                                 predict=partial(self.predict_with_day, size=options.get("size"))))
+        return [*task_sets, *extra]
 
     def setup(self, model: nn.Module, steps: dict[str, int]) -> None:
         o, device = self.options.dania, self.context.device
@@ -197,9 +255,10 @@ class DANIA(Method):
         self.relit = RelitSegmenter(self.relight, model)
         self.disc_day = OutputDiscriminator(num_classes).to(device)
         self.disc_night = OutputDiscriminator(num_classes).to(device)
-        shares = CITYSCAPES_CLASS_SHARES
+        shares = self.class_shares()
         self.train_weights = class_weights(shares, s=o.train_s).to(device)
         self.test_weights = class_weights(shares, s=o.test_s).to(device)
+        self.evaluated = _Evaluated(self.relit, self.test_weights)
         lw = o.light
         self.light = LightLoss(tv=lw.tv, ssim=lw.ssim, exposure=lw.exposure, style=lw.style,
                                exposure_norm=lw.exposure_norm, patch=lw.exposure_patch,
@@ -211,7 +270,10 @@ class DANIA(Method):
         p = o.pairs
         self.pair_transform = PairTransform(crop=tuple(p.crop), scale=p.scale, resize=tuple(p.resize) or None,
                                             hflip=p.hflip)
-        self.homographies = self._align() if o.align.enabled else {}
+        self.homographies = {}
+        if o.align.enabled:
+            for name, pairs in {"dania.pairs": self.pairs, **self.eval_pairs}.items():
+                self.homographies.update(self._align(pairs, name))
         self._players = {
             "generator": Player("generator", {"generator": self.relit}, self.generator_step, ("source", "pairs")),
             "discriminators": Player("discriminators", {"disc_day": self.disc_day, "disc_night": self.disc_night},
@@ -219,14 +281,39 @@ class DANIA(Method):
         }
         self._detached = None
 
-    def _align(self) -> dict[str, torch.Tensor]:
+    def check_data(self) -> list[DataReport]:
+        """The pair stream, and the day partners of ``dania.eval_with_day``: every missing partner, malformed pairs
+        line and unreadable pair image, named."""
+        o = self.options.dania
+        return [check_pairs(p.source, p.root, pairs_file=p.pairs_file or None, condition=p.condition or None,
+                            split=p.split or None) for p in (o.pairs, *o.eval_with_day.values())]
+
+    def class_shares(self) -> torch.Tensor:
+        """The source class shares ``a_k``: from ``dania.class_stats`` (``simmm data stats``), else Cityscapes'."""
+        path, n = self.options.dania.class_stats, self.recipe.model.num_classes
+        if path:
+            return read_class_shares(path, n)
+        if n != len(CITYSCAPES_CLASS_SHARES):
+            raise RecipeError(f"dania.class_stats: empty, so the shipped Cityscapes class shares would be used, but "
+                              f"they have {len(CITYSCAPES_CLASS_SHARES)} classes and the model {n}; run `simmm data "
+                              f"stats RECIPE` on the source labels and name its file here")
+        return torch.tensor(CITYSCAPES_CLASS_SHARES, dtype=torch.float64)
+
+    def inference_model(self, model: nn.Module) -> tuple[nn.Module, dict[str, nn.Module]]:
+        """R then G with test-time re-weighting, built around ``model`` without data."""
+        device = next(model.parameters()).device
+        relight = RelightNet().to(device)
+        weights = class_weights(self.class_shares(), s=self.options.dania.test_s).to(device)
+        return _Evaluated(RelitSegmenter(relight, model), weights), {"model": model, "relight": relight}
+
+    def _align(self, pairs: PairDataset, name: str) -> dict[str, torch.Tensor]:
         """The day→night homography of every pair (night pixels → day pixels, original files), computed once and
         cached; rank 0 fills the cache, the others read it."""
         a = self.options.dania.align
         cache = HomographyCache(Path(a.cache_dir))
-        items = [(key, night, day) for key, (night, day) in zip(self.pairs.keys, self.pairs.pairs)]
+        items = [(key, night, day) for key, (night, day) in zip(pairs.keys, pairs.pairs)]
         if dist.is_main():
-            found, _ = align_pairs(items, cache, AlignConfig(matcher=a.matcher), log=print)
+            found, _ = align_pairs(items, cache, AlignConfig(matcher=a.matcher), log=lambda line: print(f"{name}: {line}"))
         dist.barrier()
         if not dist.is_main():  # the cache is full now: read it back
             found, _ = align_pairs(items, cache, AlignConfig(matcher=a.matcher))
@@ -243,22 +330,34 @@ class DANIA(Method):
                 "disc_night": self.disc_night}
 
     def eval_model(self) -> nn.Module:
-        return _Evaluated(self.relit, self.test_weights)
+        return self.evaluated
 
     # --- steps -------------------------------------------------------------------------------------------------
-    def _warped_day(self, day_prob: torch.Tensor, pairs: dict, params) -> tuple[torch.Tensor, torch.Tensor]:
-        """The day prediction in the night view, and where it is valid (warp holes are not)."""
+    def _warped_day(self, day_prob: torch.Tensor, keys, night_matrices, day_matrices) -> tuple[torch.Tensor, torch.Tensor]:
+        """The day prediction in the night view, and where it is valid (warp holes are not). ``*_matrices``: each
+        sample's file → tensor pixel coordinates, which carry the pair's cached file-to-file homography into the
+        tensors' coordinates."""
         if not self.homographies:
             return day_prob, torch.ones(day_prob.shape[0], *day_prob.shape[-2:], dtype=torch.bool,
                                         device=day_prob.device)
-        hs = []
-        for i, key in enumerate(pairs["key"]):
-            h = self.homographies[key]
-            m_night = params.matrix[i] @ pairs["night_matrix"][i].cpu().double()
-            m_day = params.matrix[i] @ pairs["day_matrix"][i].cpu().double()
-            hs.append(conjugate_homography(h.double(), m_night, m_day))
+        hs = [conjugate_homography(self.homographies[key].double(), m_night, m_day)
+              for key, m_night, m_day in zip(keys, night_matrices, day_matrices)]
         warped, valid = warp_prediction(day_prob, torch.stack(hs).to(day_prob.device))
         return warped, valid
+
+    @torch.no_grad()
+    def predict_with_day(self, model: _Evaluated, batch: dict, size=None) -> torch.Tensor:
+        """The day–night evaluation's prediction of a batch of night images (METHOD.md §5): R then G on the night
+        image and on its day partner, the day probabilities warped into the night view, fused with the night
+        probabilities as in training (DANIA Eq. 11; the night prediction alone in warp holes and on dynamic
+        classes), then re-weighted with s = ``dania.test_s``. ``size``: the set's prediction size (the task's)."""
+        device, st = self.context.device, self.options.dania.static
+        night, day = batch["image"].to(device), batch["day"].to(device)
+        p_n = torch.softmax(self.task.predict(model.logits, night, size).float(), 1)
+        p_d = torch.softmax(self.task.predict(model.logits, day, size).float(), 1)
+        warped, valid = self._warped_day(p_d, batch["key"], batch["night_matrix"].cpu().double(),
+                                         batch["day_matrix"].cpu().double())
+        return model.reweighted(fuse_probabilities(p_n, warped, valid, h1=st.h1, h2=st.h2, u=st.u))
 
     def generator_step(self, batches, nets):
         """0.01·L_light + L_seg + L_static + 0.01·L_adv (METHOD.md §5)."""
@@ -274,7 +373,9 @@ class DANIA(Method):
             seg = self.seg_loss(logits_s.float(), src["target"])
             light = sum(self.light(x, r, x_n)[0] for x, r in ((x_s, r_s), (x_d, r_d), (x_n, r_n)))
             p_s, p_d, p_n = (torch.softmax(t.float(), 1) for t in (logits_s, logits_d, logits_n))
-            warped, valid = self._warped_day(p_d.detach(), pairs, params)
+            m_night = [m @ f.cpu().double() for m, f in zip(params.matrix, pairs["night_matrix"])]
+            m_day = [m @ f.cpu().double() for m, f in zip(params.matrix, pairs["day_matrix"])]
+            warped, valid = self._warped_day(p_d.detach(), pairs["key"], m_night, m_day)
             static = self.static_loss(logits_n.float(), warped, valid)
             adv = generator_adversarial_loss(self.disc_day(p_d), self.disc_night(p_n))
             w = o.weights
