@@ -59,8 +59,10 @@ class VideoModelConfig:
 @dataclass
 class VideoSetConfig:
     """One list of videos: ``root`` (a folder, or ``synthetic:arid``), ``list`` (the list file, relative to
-    ``root`` unless absolute) and ``videos`` (the folder under ``root`` that the list's paths are relative to)."""
+    ``root`` unless absolute) and ``videos`` (the folder under ``root`` that the list's paths are relative to).
+    ``dataset``: ``arid`` makes ``simmm data check`` say where ARID is downloaded when ``root`` is missing."""
 
+    dataset: Literal["arid", "other"] = "other"
     root: str = ""
     list: str = ""
     videos: str = ""

@@ -95,7 +95,7 @@ def scan_videos(entries: Sequence[VideoEntry], length: int, interval: int
             check_length(info.frames, length, interval, entry.path)
         except DataError as e:
             infos.append(None)
-            problems.append(f"{e} (listed at {entry.where})")
+            problems.append(f"{entry.where}: {e}")
             continue
         infos.append(info)
     return infos, problems
