@@ -47,6 +47,23 @@ def test_unreadable_missing_and_short_videos_name_the_file(tmp_path):
         read_frames(path, [0, 8])
 
 
+def test_a_truncated_video_counts_the_frames_it_holds_not_those_its_header_promises(tmp_path):
+    import av
+
+    noise = np.random.default_rng(0).integers(0, 256, (40, 32, 48, 3), dtype=np.uint8)  # frames that stay big
+    path = write_video(tmp_path / "cut.avi", noise)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the AVI header still says 40 frames
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 40
+    info = probe_video(path)
+    assert 0 < info.frames < 40
+    assert probe_video(path, decode_all=True).frames == info.frames
+    assert read_frames(path, [info.frames - 1]).shape == (1, 3, 32, 48)
+    with pytest.raises(DataError, match=rf"cut\.avi ended after {info.frames} frame\(s\), but frame 39 was asked"):
+        read_frames(path, [39])
+
+
 def test_clip_indices_by_hand():
     assert clip_span(16, 2) == 31 and clip_span(4, 3) == 10 and clip_span(1, 5) == 1
     assert clip_indices(3, 4, 2) == [3, 5, 7, 9]

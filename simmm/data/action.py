@@ -83,15 +83,16 @@ def read_video_list(list_file: PathLike, video_dir: PathLike, num_classes: int) 
     return entries
 
 
-def scan_videos(entries: Sequence[VideoEntry], length: int, interval: int
+def scan_videos(entries: Sequence[VideoEntry], length: int, interval: int, decode_all: bool = False
                 ) -> Tuple[List[Optional[VideoInfo]], List[str]]:
-    """Probe every listed video: ``(infos, problems)``, ``infos[i]`` None where entry ``i`` is missing,
-    unreadable or shorter than one clip (each such video named in ``problems``)."""
+    """Probe every listed video (:func:`~simmm.data.video.probe_video`; ``decode_all``: decode every frame):
+    ``(infos, problems)``, ``infos[i]`` None where entry ``i`` is missing, unreadable or shorter than one clip
+    (each such video named in ``problems``)."""
     infos: List[Optional[VideoInfo]] = []
     problems: List[str] = []
     for entry in entries:
         try:
-            info = probe_video(entry.path)
+            info = probe_video(entry.path, decode_all=decode_all)
             check_length(info.frames, length, interval, entry.path)
         except DataError as e:
             infos.append(None)
@@ -103,14 +104,15 @@ def scan_videos(entries: Sequence[VideoEntry], length: int, interval: int
 
 def check_video_list(name: str, list_file: PathLike, video_dir: PathLike, classes: Sequence[str], length: int,
                      interval: int) -> DataReport:
-    """The data check of one list: the list file, then every video it names (``simmm data check``)."""
+    """The data check of one list: the list file, then every video it names, each decoded frame by frame
+    (``simmm data check``)."""
     report = DataReport(f"{name}: list {list_file} (lines {LIST_FORM}), videos under {video_dir}")
     try:
         entries = read_video_list(list_file, video_dir, len(classes))
     except DataError as e:
         report.entry("MISSING" if not Path(list_file).is_file() else "ERROR", str(e))
         return report
-    infos, problems = scan_videos(entries, length, interval)
+    infos, problems = scan_videos(entries, length, interval, decode_all=True)
     counts = [0] * len(classes)
     for entry, info in zip(entries, infos):
         if info is not None:

@@ -55,31 +55,36 @@ def _open(path: Path):
     return container
 
 
-def probe_video(path: PathLike) -> VideoInfo:
+def probe_video(path: PathLike, decode_all: bool = False) -> VideoInfo:
     """Number of frames and frame size of the video at ``path``.
 
-    The count is the stream's own (container metadata); where the container does not store it, the packets are
-    counted (no decoding). The first frame is decoded, so a file whose stream cannot be decoded fails here.
+    The frames are counted as the stream's packets (demuxed, not decoded: milliseconds), not taken from the
+    container's header, which can promise more frames than the file holds (a truncated file; OpenCV's sample
+    ``tree.avi`` says 444 and holds 68). The first frame is decoded. ``decode_all``: decode every frame and count
+    those (what ``simmm data check`` does: a stream that fails to decode halfway is found there, not in training).
     Raises :class:`DataError` naming the file.
     """
     path = Path(path)
     container = _open(path)
+    decoded = 0
     try:
         stream = container.streams.video[0]
-        frames = int(stream.frames or 0)
-        if frames <= 0:
-            frames = sum(1 for packet in container.demux(stream) if packet.size)
-            container.seek(0)
-        first = next(iter(container.decode(stream)), None)
-    except DataError:
-        raise
+        frames = sum(1 for packet in container.demux(stream) if packet.size)
+        container.seek(0)
+        first = None
+        for frame in container.decode(stream):
+            first = first or frame
+            decoded += 1
+            if not decode_all:
+                break
     except Exception as e:
-        raise DataError(f"video {path} is unreadable ({type(e).__name__}: {e}); expected a decodable video") from e
+        raise DataError(f"video {path}: decoding failed after {decoded} frame(s) ({type(e).__name__}: {e}); "
+                        "expected a decodable video") from e
     finally:
         container.close()
     if first is None or frames <= 0:
         raise DataError(f"video {path} has no frames; expected a video with at least one decodable frame")
-    return VideoInfo(frames=frames, height=int(first.height), width=int(first.width))
+    return VideoInfo(frames=decoded if decode_all else frames, height=int(first.height), width=int(first.width))
 
 
 def read_frames(path: PathLike, indices: Sequence[int]) -> torch.Tensor:
