@@ -64,7 +64,8 @@ class VideoNet(nn.Module):
         """Clips ``(B, 3, T, H, W)`` in ``[0, 1]`` → the four stage maps."""
         if clips.dim() != 5 or clips.shape[1] != 3:
             raise ValueError(f"VideoNet expects clips (B, 3, T, H, W), got shape {tuple(clips.shape)}")
-        x = self.normalize(clips.transpose(1, 2)).transpose(1, 2)  # per channel, over (T, H, W)
+        mean, std = (t.to(clips.dtype).unsqueeze(1) for t in (self.normalize.mean, self.normalize.std))  # (3,1,1,1)
+        x = (clips - mean) / std
         x = self.stem(x)
         feats = []
         for stage in self.stages:
