@@ -128,6 +128,9 @@ class ActionRecognition(TaskAdapter):
 
     def __init__(self, recipe) -> None:
         super().__init__(recipe)
+        if recipe.channels_last:
+            raise RecipeError("channels_last: true is a memory format of 4D (image) tensors; the video models of "
+                              "task: action hold 5D weights and clips — set channels_last: false")
         self.cfg: ActionDataConfig = recipe.data
         d = self.cfg
         self.geometry = v2.Compose([v2.RandomShortestSize(list(range(d.scale[0], d.scale[1] + 1)), antialias=True),

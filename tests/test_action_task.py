@@ -167,6 +167,13 @@ def test_a_too_short_video_stops_the_run_before_training_and_the_check_names_it(
     assert "ARID_split1_test.txt:12: label 11 is outside the class set" in out
 
 
+def test_channels_last_is_refused_with_the_key_named(tmp_path):
+    from simmm.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"channels_last: true is a memory format of 4D \(image\) tensors"):
+        ActionRecognition(smoke_recipe(tmp_path, "channels_last=true"))
+
+
 def test_smoke_recipe_checks_out_of_the_box_and_a_missing_arid_says_where_to_get_it(tmp_path, monkeypatch, capsys):
     from simmm.cli import main
 
