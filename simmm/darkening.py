@@ -292,7 +292,8 @@ def fold_clips(clips: Tensor) -> Tensor:
 
 
 def unfold_clips(frames: Tensor, length: int) -> Tensor:
-    """Frames ``(B·T, C, H, W)`` (as :func:`fold_clips` lays them out) → clips ``(B, C, T, H, W)``, ``T = length``."""
+    """Frames ``(B·T, C, H, W)`` (as :func:`fold_clips` lays them out) → clips ``(B, C, T, H, W)``,
+    ``T = length``."""
     n, c, h, w = frames.shape
     if n % length:
         raise ValueError(f"unfold_clips: {n} frames are not whole clips of {length}")

@@ -56,7 +56,11 @@ def act_overrides(tmp_path, batch):
 
 def launch(nproc, recipe, out, overrides, *extra, timeout=240):
     """Run the driver under torchrun (or plainly for one process); returns the finished process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    # the driver imports the simmm under test: the one this process imported (a checkout's, not an installed copy)
+    import simmm
+
+    code = Path(simmm.__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(code), str(Path(__file__).parent)])}
     sets = [a for o in [*overrides, f"output_dir={out / 'run'}"] for a in ("--set", o)]
     args = [str(DRIVER), str(ROOT / "recipes" / recipe), "--out", str(out / "ranks"), *sets, *extra]
     if nproc > 1:

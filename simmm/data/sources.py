@@ -42,7 +42,8 @@ SOURCES = {
 
 def dataset_roots(config) -> Iterator[Tuple[str, str]]:
     """``(dataset name, root)`` of every dataset a recipe's data section names: objects with a ``root`` and a
-    ``dataset`` (segmentation and video sets) or ``kind`` (classification) field, found through dataclasses and dicts."""
+    ``dataset`` (segmentation and video sets) or ``kind`` (classification) field, found through dataclasses and
+    dicts."""
     if isinstance(config, dict):
         for value in config.values():
             yield from dataset_roots(value)

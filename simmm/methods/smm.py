@@ -18,6 +18,10 @@ task's labelled day training set of its own (its own batch size and order).
 The task supplies, besides its loss and data: ``forward(model, images, output)`` whose ``features`` are compared by
 L_D^sim and whose ``byol`` inputs feed the BYOL heads (:meth:`TaskAdapter.build_byol_heads`), ``views`` and
 ``color_augment``.
+
+Video tasks batch clips ``(B, 3, T, H, W)``: D darkens their ``B·T`` frames, every frame of a clip with its clip's
+exposure (one scalar while D trains, one compound map E' for F's views: METHOD.md §4.1); F, L_D^sim and BYOL see
+the clips.
 """
 from __future__ import annotations
 
