@@ -157,3 +157,16 @@ def test_training_clips_and_seeded_evaluation_clips(tmp_path):
     for clip, start in zip(item["clips"], starts):
         assert frame_numbers(clip.transpose(0, 1)) == clip_indices(start, 4, 2)
     assert torch.equal(test[1]["clips"], item["clips"])
+
+
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # Debian's opencv-doc: a real street video
+
+
+@pytest.mark.skipif(not VTEST.is_file(), reason="needs Debian's opencv-doc (vtest.avi)")
+def test_a_real_street_video_decodes_into_a_clip():
+    info = probe_video(VTEST)
+    assert (info.frames, info.height, info.width) == (795, 576, 768)
+    frames = read_frames(VTEST, clip_indices(100, 16, 2))
+    clip = fit_frames(frames, (224, 224))
+    assert clip.shape == (16, 3, 224, 224) and clip.dtype == torch.uint8
+    assert 60 < float(clip.float().mean()) < 200 and float(clip.float().std()) > 20  # a real picture, not blank
