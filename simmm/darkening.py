@@ -17,6 +17,10 @@ The result is clamped to ``[0, 1]``.
 
 Functional form: :func:`darken`; module forms: :class:`Darken` (the mapping only) and :class:`DarkeningNet`
 (network + mapping).
+
+Video: D works on images. A batch of clips ``(B, 3, T, H, W)`` is darkened as ``B·T`` frames
+(:func:`fold_clips`, then :func:`unfold_clips`), each clip's exposure given to all its frames
+(:func:`clip_exposure`): one exposure map per clip, shared by its frames (METHOD.md §4.1).
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .exposure import expand_exposure
 
-__all__ = ["MAPPINGS", "DarkeningOutput", "darken", "Darken", "DarkeningNet"]
+__all__ = ["MAPPINGS", "DarkeningOutput", "darken", "Darken", "DarkeningNet", "fold_clips", "unfold_clips",
+           "clip_exposure"]
 
 MAPPINGS = ("code", "paper")
 
@@ -275,3 +280,32 @@ class DarkeningNet(nn.Module):
         return (f"width={self.width}, mapping={self.mapping!r}, iterations={self.iterations}, "
                 f"map_scale={self.map_scale}, checkpoint_curve={self.checkpoint_curve}, "
                 f"channels_last={self.channels_last}")
+
+
+def fold_clips(clips: Tensor) -> Tensor:
+    """Clips ``(B, C, T, H, W)`` → frames ``(B·T, C, H, W)``, clip by clip (frame ``t`` of clip ``b`` is row
+    ``b·T + t``)."""
+    if clips.dim() != 5:
+        raise ValueError(f"fold_clips expects clips (B, C, T, H, W), got shape {tuple(clips.shape)}")
+    b, c, t, h, w = clips.shape
+    return clips.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def unfold_clips(frames: Tensor, length: int) -> Tensor:
+    """Frames ``(B·T, C, H, W)`` (as :func:`fold_clips` lays them out) → clips ``(B, C, T, H, W)``,
+    ``T = length``."""
+    n, c, h, w = frames.shape
+    if n % length:
+        raise ValueError(f"unfold_clips: {n} frames are not whole clips of {length}")
+    return frames.reshape(n // length, length, c, h, w).transpose(1, 2)
+
+
+def clip_exposure(exposure: Tensor, length: int) -> Tensor:
+    """Each clip's exposure for each of its ``length`` frames, in :func:`fold_clips` order: per-clip scalars
+    ``(B,)`` → ``(B·T,)``; a map ``(B, 1, H, W)`` → ``(B·T, 1, H, W)``; frames sharing one map ``(B, T, 1, H, W)``
+    (:func:`simmm.exposure.compound_exposure` with ``frames=T``) → ``(B·T, 1, H, W)``."""
+    if exposure.dim() == 5:
+        if exposure.shape[1] != length:
+            raise ValueError(f"clip_exposure: a map for {exposure.shape[1]} frames, clips of {length}")
+        return exposure.reshape(-1, *exposure.shape[2:])
+    return exposure.repeat_interleave(length, dim=0)

@@ -140,6 +140,11 @@ class TaskAdapter:
         """``n`` independently augmented geometric views of a batch (on the batch's device)."""
         raise NotImplementedError
 
+    def still(self, item: dict) -> torch.Tensor:
+        """One ``(3, H, W)`` image in [0, 1] of an evaluation item, for pictures of a run (SMM's ``darkening.png``).
+        Default: ``item["image"]``; a video task gives a frame of a clip."""
+        return item["image"]
+
     def color_augment(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """Photometric augmentation of the views after darkening (default: none). Whether the views share
         their random parameters is the task's choice (independent for classification, shared for segmentation)."""

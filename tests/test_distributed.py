@@ -43,9 +43,24 @@ def seg_overrides(tmp_path, batch):
             *(f"players.{p}.batch_size={batch}" for p in ("day", "darkener", "extractor"))]
 
 
+def act_overrides(tmp_path, batch):
+    from simmm.data.synthetic import make_arid_tree
+
+    arid = make_arid_tree(tmp_path / "arid")
+    # clips from the middle of each video, fitted to the crop: no random start, scale or crop; 64x64 frames: the last
+    # stage keeps 2x2 positions (batch statistics of more than 2 values, as in seg_overrides)
+    return [f"data.train.root={arid}", f"data.eval.arid_test.root={arid}", "data.random_start=false",
+            "data.load_size=[64, 64]", "data.scale=[64, 64]", "data.crop=64", *DETERMINISTIC,
+            *(f"players.{p}.batch_size={batch}" for p in ("day", "darkener", "extractor"))]
+
+
 def launch(nproc, recipe, out, overrides, *extra, timeout=240):
     """Run the driver under torchrun (or plainly for one process); returns the finished process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    # the driver imports the simmm under test: the one this process imported (a checkout's, not an installed copy)
+    import simmm
+
+    code = Path(simmm.__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(code), str(Path(__file__).parent)])}
     sets = [a for o in [*overrides, f"output_dir={out / 'run'}"] for a in ("--set", o)]
     args = [str(DRIVER), str(ROOT / "recipes" / recipe), "--out", str(out / "ranks"), *sets, *extra]
     if nproc > 1:
@@ -88,9 +103,10 @@ def assert_close_states(a, b, atol):
 SGD = [f"players.{p}.optimizer=sgd" for p in ("day", "darkener", "extractor")]
 
 
-@pytest.mark.parametrize("recipe,overrides", [("cls_smoke.yaml", cls_overrides), ("seg_smoke.yaml", seg_overrides)])
+@pytest.mark.parametrize("recipe,overrides", [("cls_smoke.yaml", cls_overrides), ("seg_smoke.yaml", seg_overrides),
+                                              ("act_smoke.yaml", act_overrides)])
 def test_two_processes_match_one_process_with_twice_the_batch(tmp_path, recipe, overrides):
-    b = 2 if recipe.startswith("cls") else 1
+    b = 1 if recipe.startswith("seg") else 2
     ok(launch(1, recipe, tmp_path / "one", overrides(tmp_path, 2 * b) + SGD))
     ok(launch(2, recipe, tmp_path / "two", overrides(tmp_path, b) + SGD))
     l1, l2 = losses(tmp_path / "one" / "run"), losses(tmp_path / "two" / "run")

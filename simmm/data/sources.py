@@ -35,12 +35,15 @@ SOURCES = {
                                        "NighttimeDrivingTest.zip"),
     "acdc": DatasetSource("ACDC", "https://acdc.vision.ee.ethz.ch/",
                           "rgb_anon_trainvaltest.zip and gt_trainval.zip, registration"),
+    "arid": DatasetSource("ARID", "https://xuyu0010.github.io/arid.html",
+                          "the videos and the split lists (list_cvt/) of its release, from the links on that page"),
 }
 
 
 def dataset_roots(config) -> Iterator[Tuple[str, str]]:
     """``(dataset name, root)`` of every dataset a recipe's data section names: objects with a ``root`` and a
-    ``dataset`` (segmentation sets) or ``kind`` (classification) field, found through dataclasses and dicts."""
+    ``dataset`` (segmentation and video sets) or ``kind`` (classification) field, found through dataclasses and
+    dicts."""
     if isinstance(config, dict):
         for value in config.values():
             yield from dataset_roots(value)

@@ -1,15 +1,16 @@
-"""Tiny datasets in the exact on-disk formats of CODaN, Cityscapes, Dark Zurich, Nighttime Driving and ACDC.
+"""Tiny datasets in the exact on-disk formats of CODaN, Cityscapes, Dark Zurich, Nighttime Driving, ACDC and ARID.
 
 Every tree is generated, seeded, from random smooth-plus-noise images: same folders, file-name patterns
 (``aachen_000000_000019_leftImg8bit.png``, ``GOPR0356_frame_000321_rgb_anon.png``, ...) and label encodings as
 the real releases, including the distractor files they ship next to the labels (``*_color.png``,
 ``*_polygons.json``, ``*_labelColor.png``, ``*_invIds.png``). Segmentation images are 16×32 (H×W) RGB PNGs and
 labels mode-L PNGs whose ids come from the Cityscapes table (ignored ids as well as evaluation classes); CODaN
-images are 40×32 (W×H) JPGs and PNGs, 2–3 per class and split.
+images are 40×32 (W×H) JPGs and PNGs, 2–3 per class and split. ARID videos are 12-frame 32×24 MPEG-4 AVIs written
+with PyAV (the library simmm decodes them with), listed in ARID's ``id<TAB>label<TAB>path`` list files.
 
 They let the smoke recipes run out of the box and the tests check the loaders: a dataset ``root`` written
 ``synthetic:<name>`` (``synthetic:codan``, ``synthetic:cityscapes``, ``synthetic:darkzurich``,
-``synthetic:nighttime_driving``, ``synthetic:acdc``) is such a tree, generated on first use under
+``synthetic:nighttime_driving``, ``synthetic:acdc``, ``synthetic:arid``) is such a tree, generated on first use under
 ``.cache/simmm/synthetic/<name>`` of the working directory (see :func:`dataset_root`). They hold no real
 pictures: numbers trained on them only say that the code runs.
 """
@@ -32,7 +33,7 @@ __all__ = [
     "dataset_root", "synthetic_tree",
     "write_image", "write_rgb", "write_label", "label_pattern",
     "make_codan_tree", "make_cityscapes_tree", "make_darkzurich_tree", "make_nighttime_driving_tree",
-    "make_acdc_tree",
+    "make_acdc_tree", "make_arid_tree", "write_test_video", "ARID_LISTS",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -261,6 +262,54 @@ def make_acdc_tree(root: PathLike, conditions: Iterable[str] = ("fog", "night", 
     return root
 
 
+# ------------------------------------------------------------------------------------------------- ARID
+ARID_LISTS = {"train": "list_cvt/ARID_split1_train.txt", "test": "list_cvt/ARID_split1_test.txt"}
+"""The list files of :func:`make_arid_tree`, relative to its root (the videos are under ``clips/``)."""
+
+
+def write_test_video(path: PathLike, frames: int = 12, size_hw: Tuple[int, int] = (24, 32), seed: int = 0,
+                     brightness: float = 1.0) -> Path:
+    """A tiny MPEG-4 AVI written with PyAV: a smooth-plus-noise background with a bright square moving across
+    it, scaled by ``brightness`` (below 1: a dark video, as ARID's)."""
+    from simmm.data.video import write_video
+
+    rng = np.random.default_rng(seed)
+    h, w = size_hw
+    background = _smooth_noise(rng, h, w, 200, 50, 10).astype(np.float64)
+    video = np.empty((frames, h, w, 3), dtype=np.uint8)
+    for t in range(frames):
+        frame = background.copy()
+        x = (t * max(1, w // frames) + int(rng.integers(0, 3))) % max(1, w - 6)
+        frame[h // 3:h // 3 + 6, x:x + 6] = 255.0
+        video[t] = np.clip(frame * brightness, 0, 255).astype(np.uint8)
+    return write_video(path, video)
+
+
+def make_arid_tree(root: PathLike, classes: Optional[Sequence[str]] = None, per_class: Tuple[int, int] = (2, 1),
+                   frames: int = 12, seed: int = 400) -> Path:
+    """ARID's form: videos ``clips/<Class>/<Class>_<actor>_<n>.avi`` and the lists :data:`ARID_LISTS`
+    (``id<TAB>label<TAB><Class>/<file>.avi``, paths relative to ``clips/``); ``per_class`` = (train, test) videos
+    per class. Test videos are darker (brightness 0.3) than training ones."""
+    from simmm.data.action import ARID_CLASSES
+
+    classes = ARID_CLASSES if classes is None else classes
+    root = Path(root)
+    k = 0
+    for split, count in zip(("train", "test"), per_class):
+        rows = []
+        for label, cls in enumerate(classes):
+            for j in range(count):
+                rel = f"{cls}/{cls}_{1 if split == 'train' else 2}_{j + 1}.avi"
+                write_test_video(root / "clips" / rel, frames=frames, seed=seed + k,
+                                 brightness=1.0 if split == "train" else 0.3)
+                rows.append(f"{len(rows)}\t{label}\t{rel}\n")
+                k += 1
+        listed = root / ARID_LISTS[split]
+        listed.parent.mkdir(parents=True, exist_ok=True)
+        listed.write_text("".join(rows))
+    return root
+
+
 # ------------------------------------------------------------------------------------- synthetic:<name> roots
 TREES: Dict[str, Callable[[Path], Path]] = {
     "codan": make_codan_tree,
@@ -268,6 +317,7 @@ TREES: Dict[str, Callable[[Path], Path]] = {
     "darkzurich": make_darkzurich_tree,
     "nighttime_driving": make_nighttime_driving_tree,
     "acdc": make_acdc_tree,
+    "arid": make_arid_tree,
 }
 
 

@@ -18,6 +18,10 @@ task's labelled day training set of its own (its own batch size and order).
 The task supplies, besides its loss and data: ``forward(model, images, output)`` whose ``features`` are compared by
 L_D^sim and whose ``byol`` inputs feed the BYOL heads (:meth:`TaskAdapter.build_byol_heads`), ``views`` and
 ``color_augment``.
+
+Video tasks batch clips ``(B, 3, T, H, W)``: D darkens their ``B·T`` frames, every frame of a clip with its clip's
+exposure (one scalar while D trains, one compound map E' for F's views: METHOD.md §4.1); F, L_D^sim and BYOL see
+the clips.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from torch import nn
 
 from simmm.byol import BYOLHeads, copy_as_target, update_momentum
 from simmm.checkpoint import load_modules
-from simmm.darkening import DarkeningNet
+from simmm.darkening import DarkeningNet, clip_exposure, fold_clips, unfold_clips
 from simmm.darkening_losses import DarkeningLoss
 from simmm.errors import RecipeError
 from simmm.exposure import compound_exposure, sample_exposure
@@ -256,27 +260,38 @@ class SMM(Method):
         """D's step (METHOD.md §4.2): make F's features of D(I) unlike those of I, under the regularisers R_D."""
         d = self.options.darkener
         images = self.task.views(batches["darkener"], 1)[0]["image"]
+        length = images.shape[2] if images.dim() == 5 else 0  # clips: D sees their frames, F the clips
+        frames = fold_clips(images) if length else images
         if d.train_size:
-            images = nn.functional.interpolate(images, size=tuple(d.train_size), mode="bilinear",
+            frames = nn.functional.interpolate(frames, size=tuple(d.train_size), mode="bilinear",
                                                align_corners=False, antialias=True)
         lo, hi = d.exposure_range
-        exposure = sample_exposure(images.shape[0], lo, hi, device=images.device)
+        exposure = sample_exposure(images.shape[0], lo, hi, device=images.device)  # one per image or clip
+        if length:
+            exposure = clip_exposure(exposure, length)
         with self.context.autocast():
-            out = nets["darkener"](images, exposure)
+            out = nets["darkener"](frames, exposure)
             day = dark = None
             if self.darkening_loss.weights["sim"]:  # F's features only feed L_D^sim (no_dsim ablation: skip F)
                 with torch.no_grad():
-                    day = self.net(images, output=False).features
-                dark = self.net(out.image, output=False).features
+                    day = self.net(unfold_clips(frames, length) if length else frames, output=False).features
+                dark = self.net(unfold_clips(out.image, length) if length else out.image, output=False).features
             loss, terms = self.darkening_loss(out, exposure, day, dark)
         return loss, terms
 
     def darken(self, images: torch.Tensor) -> torch.Tensor:
-        """Darken a batch for the extractor phase with compound exposure E' (no gradient)."""
+        """Darken a batch for the extractor phase with compound exposure E' (no gradient). Clips ``(B, 3, T, H, W)``
+        are darkened frame by frame with one map E' per clip, shared by its frames (METHOD.md §4.1)."""
         c = self.options.darkener.compound
+        length = images.shape[2] if images.dim() == 5 else None
         exposure = compound_exposure(images.shape[0], images.shape[-2], images.shape[-1], base=c.base,
                                      pixel_std=c.pixel_std, patch_std=c.patch_std, patch_scale=c.patch_scale,
-                                     device=images.device)
+                                     frames=length, device=images.device)
+        if length:
+            return unfold_clips(self._darken(fold_clips(images), clip_exposure(exposure, length)), length)
+        return self._darken(images, exposure)
+
+    def _darken(self, images: torch.Tensor, exposure: torch.Tensor) -> torch.Tensor:
         kind = self.options.adapt.darkening
         with torch.no_grad():
             if kind == "learned":
@@ -318,7 +333,7 @@ class SMM(Method):
         if self.darkener is None or not eval_sets:
             return []
         path = Path(run_dir) / "darkening.png"
-        darkening_grid(self.darkener, eval_sets[0].dataset, path, self.context.device)
+        darkening_grid(self.darkener, eval_sets[0].dataset, path, self.context.device, still=self.task.still)
         return [path]
 
 
@@ -343,13 +358,16 @@ GRID_PRESETS = ("street", "urban", "dark")
 
 
 @torch.no_grad()
-def darkening_grid(darkener: DarkeningNet, dataset, path, device, rows: int = 4) -> None:
-    """PNG grid, one row per image: day input | D(I) at several exposures | physically simulated night (presets)."""
+def darkening_grid(darkener: DarkeningNet, dataset, path, device, rows: int = 4, still=None) -> None:
+    """PNG grid, one row per image: day input | D(I) at several exposures | physically simulated night (presets).
+    ``still(item)``: the ``(3, H, W)`` image of a dataset item (default ``item["image"]``; a video task gives a
+    frame, :meth:`simmm.task.TaskAdapter.still`)."""
     from simmm.data.images import save_grid
     from simmm.night import PRESETS, simulate_night
 
+    still = still or (lambda item: item["image"])
     step = max(1, len(dataset) // rows)
-    images = torch.stack([dataset[i * step]["image"] for i in range(min(rows, len(dataset)))]).to(device)
+    images = torch.stack([still(dataset[i * step]) for i in range(min(rows, len(dataset)))]).to(device)
     darkener.eval()
     grid = []
     for i, image in enumerate(images):
