@@ -642,7 +642,8 @@ class LightLoss(nn.Module):
             + \alpha_{exp} \mathcal{L}_{exp}(R(I), E) + \alpha_{style} \mathcal{L}_{style}(R(I), I_{tn})
 
     with ``R(I) = I + r``, ``E = mean(I_tn)`` (:func:`night_mean`: all pixels and channels of this batch's night
-    images — of every process's share in a distributed run —, a new value every iteration) and the style target the night images of the same batch (both detached).
+    images — of every process's share in a distributed run —, a new value every iteration) and the style target
+    the night images of the same batch (both detached).
     Paper weights ``α_tv, α_ssim, α_exp, α_style = 10, 1, 1, 10``; DANNet's code has no style term. A term whose
     weight is 0 is not computed and reported as 0.
 

@@ -53,10 +53,9 @@ def test_rss_peak_growth_sees_a_large_temporary():
     assert rss_peak_growth_bytes(step) >= 60 * MIB
 
 
-SMALLEST = ["--backbone", "resnet18", "--decoders", "pspnet", "--checkpointing", "off", "--time-backbone", "resnet18",
-            "--time-decoder", "pspnet", "--time-size", "32", "64", "--source-size", "32", "64", "--crop", "32", "64",
-            "--pair-size", "32", "64", "--pair-crop", "32", "64", "--resize", "32", "64", "--steps", "1",
-            "--warmup", "0"]
+SMALLEST = ("--backbone resnet18 --decoders pspnet --checkpointing off --time-backbone resnet18 --time-decoder pspnet "
+            "--time-size 32 64 --source-size 32 64 --crop 32 64 --pair-size 32 64 --pair-crop 32 64 --resize 32 64 "
+            "--steps 1 --warmup 0").split()
 
 
 def test_dania_cost_runs_and_counts_the_dania_players_and_their_optimiser_state(tmp_path):
