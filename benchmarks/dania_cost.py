@@ -173,10 +173,13 @@ def measure_memory(args, trees: Path, decoder: str, checkpointing: bool) -> dict
                           warmup=lambda: init_optimizer_state(engine))
 
     out = {"plain": guarded(plain), "dania": guarded(dania)}
-    if "error" in out["dania"] and args.batch > 1:
+    if "error" in out["dania"] and args.batch > 1 and args.estimate:
         # over the cap: count batch 1 and scale what grows with the batch (the activations); the weights'
         # gradients, counted batch times, make the estimate a little high
-        one = guarded(lambda: dania(Namespace(**{**vars(args), "batch": 1})))
+        try:
+            one = guarded(lambda: dania(Namespace(**{**vars(args), "batch": 1})))
+        except ValueError as exc:  # PSPNet's pooled 1x1 batch norm cannot train on one image
+            one = {"error": f"ValueError: {exc}"}
         out["dania"]["batch1"] = one
         if "error" not in one:
             out["dania"]["estimate_gib"] = one["resident_gib"] + args.batch * one["transient_gib"]
@@ -258,6 +261,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--budget-gib", type=float, default=16.0, help="the GPU memory the setting must fit")
     parser.add_argument("--mem-cap-gib", type=float, default=0.0,
                         help="cap this process's allocations at this many GiB above its start (0: no cap)")
+    parser.add_argument("--no-estimate", dest="estimate", action="store_false",
+                        help="no batch-1 estimate for a setting over --mem-cap-gib")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     if args.mem_cap_gib:
