@@ -86,6 +86,31 @@ def rss_peak_growth_bytes(fn) -> int:
     return status("VmHWM:") - start
 
 
+def init_optimizer_state(engine) -> None:
+    """Every optimiser's state as a first step leaves it (momentum buffers, Adam's moments), without running one: a
+    zero gradient for each parameter, one optimiser step, the gradients dropped."""
+    for optimizer in engine.optimizers.values():
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = torch.zeros_like(p)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def count_step(engine, step, held=(), method: str = "profiler", warmup=None) -> dict:
+    """Resident, transient peak and their sum (GiB) of ``step()``, after a warm-up that brings the engine to its
+    steady state (the optimisers' state exists from the first step on): ``warmup()``, by default one call of
+    ``step`` (:func:`init_optimizer_state` costs no step). ``held``: the tensors besides the engine's modules and
+    optimisers that are alive when the step starts (the batch), or a function that returns them after the warm-up.
+    ``method``: how the transient peak is counted, ``profiler`` or ``rss``."""
+    (warmup or step)()
+    start = time.perf_counter()
+    resident = resident_bytes(engine, held() if callable(held) else held)
+    transient = (rss_peak_growth_bytes if method == "rss" else transient_peak_bytes)(step)
+    return {"resident_gib": resident / GIB, "transient_gib": transient / GIB,
+            "peak_gib": (resident + transient) / GIB, "seconds": time.perf_counter() - start}
+
+
 def measure(args, checkpointing: bool) -> dict:
     """Two runs as a user would start them: the day-only baseline (``plain`` steps: the model and its optimiser),
     and SMM from a day model (``darkener`` then ``extractor`` steps: model, EMA target, BYOL heads, darkener)."""
@@ -98,12 +123,7 @@ def measure(args, checkpointing: bool) -> dict:
                 continue
             player = "day" if name == "plain" else name
             engine._release_finished_players(next(i for i, s in enumerate(engine.plan) if player in s.players))
-            steps[name]()  # warm-up: the optimiser's state exists from the first step on
-            start = time.perf_counter()
-            resident = resident_bytes(engine, batch.values())
-            transient = (rss_peak_growth_bytes if args.method == "rss" else transient_peak_bytes)(steps[name])
-            out[name] = {"resident_gib": resident / GIB, "transient_gib": transient / GIB,
-                         "peak_gib": (resident + transient) / GIB, "seconds": time.perf_counter() - start}
+            out[name] = count_step(engine, steps[name], batch.values(), args.method)
     return out
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import dist
 from .darkening_losses import exposure_loss
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "tv_loss",
     "ssim_loss",
     "patch_exposure_loss",
+    "night_mean",
     "gram_matrix",
     "style_loss",
     "vgg_style_features",
@@ -232,6 +234,15 @@ def style_loss(relit: Tensor, night: Tensor, features: Features = None) -> Tenso
     return loss
 
 
+def night_mean(night: Tensor) -> Tensor:
+    """``E``: the mean intensity of the batch's night images — in a distributed run, of every process's share of
+    the batch (shares of one size; a collective, every process calls it)."""
+    mean = night.detach().mean()
+    if dist.is_distributed():
+        mean = dist.sum_over_ranks(mean) / dist.world_size()
+    return mean
+
+
 class _VGGFeatures(nn.Module):
     def __init__(self, layers: nn.Sequential, taps: Sequence[int]) -> None:
         super().__init__()
@@ -350,7 +361,10 @@ def weighted_cross_entropy(logits: Tensor, target: Tensor, weights: Optional[Uni
         \qquad
         \mathcal{L}_{seg}^{torch} = -\frac{\sum_i w_{y_i} \log P_{y_i,i}}{\sum_i w_{y_i}}
 
-    ``N`` is the number of labelled (not ``ignore_index``) pixels of the batch, ``|C|`` the number of classes.
+    ``N`` is the number of labelled (not ``ignore_index``) pixels of the batch, ``|C|`` the number of classes. In a
+    distributed run the batch is every process's share together: each process divides by the per-process mean of
+    ``N`` (of ``Σ w_y`` for ``"torch"``; :func:`simmm.dist.per_process`), so the gradients DDP averages are those
+    of the whole batch.
     ``normalize="paper"`` (default) divides by ``N·|C|`` as Eq. 8 does (as recorded in METHOD.md §5; ``|C|``
     times smaller than an unweighted mean); ``"torch"`` is ``F.cross_entropy(weight=w)`` (DANNet's code), dividing
     by the summed weights. With no labelled pixel the paper form returns 0 (with graph).
@@ -368,12 +382,14 @@ def weighted_cross_entropy(logits: Tensor, target: Tensor, weights: Optional[Uni
         raise ValueError(f"weighted_cross_entropy: normalize must be 'paper' or 'torch', got {normalize!r}")
     c = logits.shape[1]
     w = _weights(weights, logits, c, "weighted_cross_entropy")
-    if normalize == "torch":
+    if normalize == "torch" and not dist.is_distributed():
         return F.cross_entropy(logits, target, weight=w, ignore_index=ignore_index)
     nll = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # 0 at ignored pixels
     valid = target != ignore_index
     wmap = w[torch.where(valid, target, 0)] * valid
-    return (wmap * nll).sum() / (valid.sum().clamp(min=1) * c)
+    if normalize == "torch":  # distributed: the summed weights of the whole batch (simmm.dist.per_process)
+        return (wmap * nll).sum() / dist.per_process(wmap.sum())
+    return (wmap * nll).sum() / (dist.per_process(valid.sum()).clamp(min=1) * c)
 
 
 # ---------------------------------------------------------------------------------------------------- static
@@ -481,7 +497,8 @@ def static_focal_loss(night_logits: Tensor, label: Tensor, weights: Optional[Uni
     - the sum runs over the ``N`` pixels whose own label is a static class (``0 ≤ label < num_static``); any
       other label (the ignore index 255, a dynamic class; warp holes arrive as 255) is not in the loss and never
       counts as a neighbour; neighbours outside the image do not exist; ``1/N`` is the mean over those pixels of
-      the whole batch (0, with graph, when there are none);
+      the whole batch (0, with graph, when there are none) — in a distributed run, of every process's share
+      together (:func:`simmm.dist.per_process`);
     - the paper's sum over ``c`` would take ``log 0`` for classes absent from the neighbourhood; as DANNet's code
       does, one term per pixel is formed from ``p_i = max_c p(c, i)``, the best weighted probability among the
       classes present around ``i``;
@@ -518,6 +535,8 @@ def static_focal_loss(night_logits: Tensor, label: Tensor, weights: Optional[Uni
     union = F.max_pool2d(onehot, 3, stride=1, padding=1)  # padding counts as -inf: outside pixels never count
     p = (union * prob).max(dim=1).values.clamp(eps, 1 - eps)
     loss = -(1 - p).pow(gamma) * p.log()
+    if dist.is_distributed():  # the mean over the whole batch of all processes (simmm.dist.per_process)
+        return loss[valid].sum() / dist.per_process(valid.sum()).clamp(min=1)
     if not valid.any():
         return night_logits.sum() * 0
     return loss[valid].mean()
@@ -649,8 +668,9 @@ class LightLoss(nn.Module):
         \mathcal{L}_{light} = \alpha_{tv} \mathrm{TV}(r) + \alpha_{ssim} \mathcal{L}_{ssim}(I, R(I))
             + \alpha_{exp} \mathcal{L}_{exp}(R(I), E) + \alpha_{style} \mathcal{L}_{style}(R(I), I_{tn})
 
-    with ``R(I) = I + r``, ``E = mean(I_tn)`` (all pixels and channels of this batch's night images, a new value
-    every iteration) and the style target the night images of the same batch (both detached).
+    with ``R(I) = I + r``, ``E = mean(I_tn)`` (:func:`night_mean`: all pixels and channels of this batch's night
+    images — of every process's share in a distributed run —, a new value every iteration) and the style target
+    the night images of the same batch (both detached).
     Paper weights ``α_tv, α_ssim, α_exp, α_style = 10, 1, 1, 10``; DANNet's code has no style term. A term whose
     weight is 0 is not computed and reported as 0.
 
@@ -681,7 +701,7 @@ class LightLoss(nn.Module):
         fns = {
             "tv": lambda: tv_loss(r),
             "ssim": lambda: ssim_loss(image, relit),
-            "exposure": lambda: self.exposure(relit, night.mean()),
+            "exposure": lambda: self.exposure(relit, night_mean(night)),
             "style": lambda: self.style(relit, night),
         }
         total, terms = relit.new_zeros(()), {}

@@ -14,8 +14,8 @@ import torch.distributed as td
 from torch import nn
 
 __all__ = ["SyncBatchNormCPU", "all_gather_objects", "all_true", "any_true", "barrier", "convert_sync_batchnorm",
-           "destroy", "init_from_env", "is_distributed", "is_main", "local_rank", "mean_over_ranks", "rank",
-           "sum_over_ranks", "world_size"]
+           "destroy", "init_from_env", "is_distributed", "is_main", "local_rank", "mean_over_ranks", "per_process",
+           "rank", "sum_over_ranks", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -90,6 +90,19 @@ def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
         return moved.to(t.device)
     td.all_reduce(out)
     return out
+
+
+def per_process(count: torch.Tensor) -> torch.Tensor:
+    """The mean of ``count`` over processes (float32), or ``count`` itself, untouched, in one process.
+
+    A loss that is a mean over the batch's pixels (or any items) divides its sum by their count. In a distributed
+    run each process holds a share of the batch and DDP averages the processes' gradients: a process that divides
+    its own sum by ``per_process(its count)`` instead of its count gives, after that average, the gradient of the
+    mean over the whole batch, as one process holding every sample computes it. Every process must call it (it
+    is a collective), also one whose share holds no item."""
+    if not is_distributed():
+        return count
+    return (sum_over_ranks(count.to(torch.float64)) / world_size()).float()
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -27,7 +27,7 @@ from simmm.byol import BYOLHeads
 from simmm.data.labels import TRAIN_CLASSES
 from simmm.data.segmentation import check_segmentation_tree, get_dataset_class
 from simmm.data.select import SelectKeys
-from simmm.dist import is_distributed, sum_over_ranks, world_size
+from simmm.dist import is_distributed, per_process
 from simmm.errors import RecipeError
 from simmm.inference import predict_sliding, predict_whole
 from simmm.metrics import ConfusionMatrix
@@ -213,10 +213,8 @@ class Segmentation(TaskAdapter):
         mean would weigh a process's pixels by how many of its pixels are labelled)."""
         if not is_distributed():
             return F.cross_entropy(output.float(), batch["target"], ignore_index=IGNORE)
-        labelled = (batch["target"] != IGNORE).sum().to(torch.float64)
-        per_process = sum_over_ranks(labelled) / world_size()
         total = F.cross_entropy(output.float(), batch["target"], ignore_index=IGNORE, reduction="sum")
-        return total / per_process.clamp_min(1.0).to(total.dtype)
+        return total / per_process((batch["target"] != IGNORE).sum()).clamp_min(1.0).to(total.dtype)
 
     def predict(self, model: nn.Module, images: torch.Tensor, size=None) -> torch.Tensor:
         """Logits at the images' resolution (predicted at ``size`` when given), whole or sliding-window."""

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from seg_memory import resident_bytes, transient_peak_bytes  # noqa: E402
 
 MIB = 2**20
+GIB = 2**30
 
 
 def test_transient_peak_counts_a_temporary_and_a_kept_tensor():
@@ -50,3 +51,33 @@ def test_rss_peak_growth_sees_a_large_temporary():
         return float(torch.ones(64 * MIB // 4).add_(1).sum())
 
     assert rss_peak_growth_bytes(step) >= 60 * MIB
+
+
+SMALLEST = ("--backbone resnet18 --decoders pspnet --checkpointing off --time-backbone resnet18 --time-decoder pspnet "
+            "--time-size 32 64 --source-size 32 64 --crop 32 64 --pair-size 32 64 --pair-crop 32 64 --resize 32 64 "
+            "--steps 1 --warmup 0").split()
+
+
+def test_dania_cost_runs_and_counts_the_dania_players_and_their_optimiser_state(tmp_path):
+    """benchmarks/dania_cost.py in its smallest setting: both tables are written, and the DANIA iteration's resident
+    memory holds, beyond the plain step's (the same model with its SGD momentum), R with its momentum and D_d, D_n
+    with Adam's two moments — 4 bytes × (2·|R| + 3·2·|D|) — plus no more than a few MiB of batches and buffers."""
+    from dania_cost import main
+
+    from simmm.models import OutputDiscriminator, RelightNet
+
+    result = main([*SMALLEST, "--out", str(tmp_path)])
+    assert (tmp_path / "dania_cost_cpu_resnet18_b2.json").exists()
+    assert "DANIA / plain" in (tmp_path / "dania_cost_cpu_resnet18_b2.txt").read_text()
+    t = result["time"]
+    assert t["iteration"] > t["plain"] > 0 and t["iteration_vs_plain"] > 1
+    rows = result["memory"]["pspnet"]["plain_backward"]
+    plain, dania = rows["plain"], rows["dania"]
+    assert dania["transient_gib"] > plain["transient_gib"] > 0
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    players = 4 * (2 * count(RelightNet()) + 3 * 2 * count(OutputDiscriminator(19)))  # bytes, float32
+    extra = (dania["resident_gib"] - plain["resident_gib"]) * GIB
+    assert players <= extra <= players + 4 * MIB
