@@ -184,6 +184,7 @@ def dania_overrides(tmp_path, batch):
     label[: 2 * label.shape[0] // 3] = 0  # id 0: unlabeled -> ignore
     write_label(cs / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png", label)
     return [f"data.train.root={cs}", f"data.eval.dz_val.root={dz}", f"dania.pairs.root={dz}",
+            f"dania.eval_with_day.dz_val.root={dz}",
             f"dania.align.cache_dir={tmp_path / 'align'}", "sync_bn=true", "log.every=1", "checkpoint.every=1",
             "data.scale=[1.0, 1.0]", "data.blur=0", "data.cutout=0", "data.hflip=false", "data.color_jitter=0",
             "data.train.size=[32, 64]", "data.crop=[32, 64]", "dania.pairs.size=[32, 64]",
