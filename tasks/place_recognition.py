@@ -41,7 +41,6 @@ from simmm.errors import DataError, RecipeError
 from simmm.logger import track
 from simmm.mining import EpochTuples, mine_epoch
 from simmm.models.retrieval_net import RetrievalNet, multiscale_descriptor
-from simmm.recipe import positive
 from simmm.retrieval import mean_average_precision, rank_all, recall_at
 from simmm.task import DataReport, EvalSet, Forward, TaskAdapter, register_task
 from simmm.whitening import apply_whitening, learn_whitening
@@ -76,7 +75,8 @@ class TupleSetConfig:
         if not self.root:
             raise RecipeError(f"{path}.root: empty; expected the folder that holds {self.dataset}.pkl and ims/")
         for key in ("image_size", "queries", "pool_size", "mine_batch"):
-            positive(getattr(self, key), f"{path}.{key}")
+            if getattr(self, key) <= 0:
+                raise RecipeError(f"{path}.{key}: got {getattr(self, key)}; expected a value > 0")
         if self.negatives < 0:
             raise RecipeError(f"{path}.negatives: got {self.negatives}; expected a value >= 0")
 
@@ -110,7 +110,8 @@ class PlaceRecognitionDataConfig:
     cache_dir: str = ".cache/simmm"
 
     def check(self, path: str) -> None:
-        positive(self.margin, f"{path}.margin")
+        if self.margin <= 0:
+            raise RecipeError(f"{path}.margin: got {self.margin}; expected a value > 0")
         if not self.scales or min(self.scales) <= 0:
             raise RecipeError(f"{path}.scales: got {self.scales}; expected positive image scales, e.g. [1, 0.707, 0.5]")
 
