@@ -311,8 +311,6 @@ def predict_places(args, recipe) -> int:
     matches with their scores)."""
     import csv
 
-    import torch
-
     from simmm.checkpoint import load_modules
     from simmm.data.images import is_image_file, save_grid
     from simmm.data.retrieval_db import ImageList

@@ -14,8 +14,8 @@ import torch.distributed as td
 from torch import nn
 
 __all__ = ["SyncBatchNormCPU", "all_gather_objects", "all_true", "any_true", "barrier", "convert_sync_batchnorm",
-           "destroy", "gather_rows", "init_from_env", "is_distributed", "is_main", "local_rank", "mean_over_ranks", "rank",
-           "sum_over_ranks", "world_size"]
+           "destroy", "gather_rows", "init_from_env", "is_distributed", "is_main", "local_rank", "mean_over_ranks",
+           "rank", "sum_over_ranks", "world_size"]
 
 
 def is_distributed() -> bool:

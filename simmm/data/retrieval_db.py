@@ -4,7 +4,8 @@ the retrieval-benchmark form (Tokyo 24/7).
 Training (retrieval-SfM-120k, as Radenović et al. release it)::
 
     ROOT/retrieval-SfM-120k.pkl           {"train": {...}, "val": {...}}, each split a dict with
-                                            cids     list of image ids (str); image i is ims/<cid[-2:]>/<cid[-4:-2]>/<cid[-6:-4]>/<cid>
+                                            cids     list of image ids (str); image i is the file
+                                                     ims/<cid[-2:]>/<cid[-4:-2]>/<cid[-6:-4]>/<cid>
                                             cluster  list, the 3D-model (place) of each image
                                             qidxs    list of query image indices
                                             pidxs    list, the matching positive of each query
@@ -23,8 +24,6 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
-
 import torch
 from PIL import Image
 

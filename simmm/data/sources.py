@@ -35,6 +35,12 @@ SOURCES = {
                                        "NighttimeDrivingTest.zip"),
     "acdc": DatasetSource("ACDC", "https://acdc.vision.ee.ethz.ch/",
                           "rgb_anon_trainvaltest.zip and gt_trainval.zip, registration"),
+    "retrieval-SfM-120k": DatasetSource("retrieval-SfM-120k",
+                                        "http://cmp.felk.cvut.cz/cnnimageretrieval/data/train/retrieval-SfM-120k/",
+                                        "ims.tar.gz unpacked into ims/, and retrieval-SfM-120k.pkl"),
+    "247tokyo1k": DatasetSource("Tokyo 24/7 (retrieval form)", "http://www.ok.ctrl.titech.ac.jp/~torii/project/247/",
+                                "the query and database images as jpg/<name>.jpg, with gnd_247tokyo1k.pkl as the "
+                                "SMM/CIConv place-recognition code distributes it"),
 }
 
 

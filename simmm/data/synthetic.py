@@ -1,4 +1,5 @@
-"""Tiny datasets in the exact on-disk formats of CODaN, Cityscapes, Dark Zurich, Nighttime Driving and ACDC.
+"""Tiny datasets in the exact on-disk formats of CODaN, Cityscapes, Dark Zurich, Nighttime Driving, ACDC,
+retrieval-SfM-120k and Tokyo 24/7 (retrieval form).
 
 Every tree is generated, seeded, from random smooth-plus-noise images: same folders, file-name patterns
 (``aachen_000000_000019_leftImg8bit.png``, ``GOPR0356_frame_000321_rgb_anon.png``, ...) and label encodings as
@@ -9,9 +10,9 @@ images are 40×32 (W×H) JPGs and PNGs, 2–3 per class and split.
 
 They let the smoke recipes run out of the box and the tests check the loaders: a dataset ``root`` written
 ``synthetic:<name>`` (``synthetic:codan``, ``synthetic:cityscapes``, ``synthetic:darkzurich``,
-``synthetic:nighttime_driving``, ``synthetic:acdc``, ``synthetic:retrieval_sfm``, ``synthetic:tokyo247``) is such a tree, generated on first use under
-``.cache/simmm/synthetic/<name>`` of the working directory (see :func:`dataset_root`). They hold no real
-pictures: numbers trained on them only say that the code runs.
+``synthetic:nighttime_driving``, ``synthetic:acdc``, ``synthetic:retrieval_sfm``, ``synthetic:tokyo247``) is such
+a tree, generated on first use under ``.cache/simmm/synthetic/<name>`` of the working directory (see
+:func:`dataset_root`). They hold no real pictures: numbers trained on them only say that the code runs.
 """
 from __future__ import annotations
 
