@@ -177,6 +177,18 @@ def test_resume_is_bitwise_and_keeps_the_mined_tuples(trees, tmp_path, monkeypat
                        resumed.adapter.train_dataset().tuples.negatives)
 
 
+def test_data_workers_read_each_epochs_tuples(trees, tmp_path):
+    """With loader workers, every epoch gets a new loader (its workers copy the dataset with the new tuples)."""
+    def run(folder, workers):
+        engine = Engine(load_recipe(RECIPE, overrides(trees, tmp_path / folder, f"num_workers={workers}",
+                                                      "players.darkener.steps=0", "players.extractor.steps=0",
+                                                      "eval.every=0")))
+        engine.fit()
+        return engine
+
+    assert_same_state(run("inline", 0), run("workers", 1))
+
+
 # ------------------------------------------------------------------------------------------------- evaluation
 
 
@@ -240,7 +252,7 @@ def test_two_processes_match_one_process_with_twice_the_batch(trees, tmp_path):
         return [f"data.train.root={sfm}", f"data.eval.tokyo247.root={tokyo}", f"data.cache_dir={folder / 'cache'}",
                 *fixed, *(f"players.{p}.optimizer=sgd" for p in ("day", "darkener", "extractor")),
                 f"players.day.batch_size={batch}", f"players.extractor.batch_size={batch}",
-                f"players.darkener.batch_size={2 * batch}"]
+                f"players.darkener.batch_size={2 * batch}", "players.day.steps=1", "players.darkener.steps=1"]
 
     ok(launch(1, "vpr_smoke.yaml", tmp_path / "one", sets(tmp_path / "one", 2)))
     ok(launch(2, "vpr_smoke.yaml", tmp_path / "two", sets(tmp_path / "two", 1)))
