@@ -26,6 +26,22 @@ def trees(tmp_path_factory):
     return make_retrieval_sfm_tree(base / "sfm"), make_tokyo247_tree(base / "tokyo")
 
 
+@pytest.fixture
+def mined(monkeypatch):
+    """The keys (``stream:epoch``) of the epochs whose tuples were mined, in order."""
+    import simmm.tasks.place_recognition as pr
+
+    keys = []
+    real = pr.mine_epoch
+
+    def counting(*args, **kw):
+        keys.append(args[-1])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pr, "mine_epoch", counting)
+    return keys
+
+
 def overrides(trees, tmp_path, *extra):
     sfm, tokyo = trees
     return [f"data.train.root={sfm}", f"data.eval.tokyo247.root={tokyo}", f"data.cache_dir={tmp_path / 'cache'}",
@@ -132,17 +148,7 @@ def test_darkened_query_is_an_extra_positive(trees, tmp_path):
     assert tuple_labels(2, 2).tolist() == [-1, 1, 1, 0, 0]
 
 
-def test_smoke_trains_and_mines_every_epoch(trees, tmp_path, monkeypatch):
-    import simmm.tasks.place_recognition as pr
-
-    mined = []
-    real = pr.mine_epoch
-
-    def counting(*args, **kw):
-        mined.append(args[-1])
-        return real(*args, **kw)
-
-    monkeypatch.setattr(pr, "mine_epoch", counting)
+def test_smoke_trains_and_mines_every_epoch(trees, tmp_path, mined):
     engine = Engine(load_recipe(RECIPE, overrides(trees, tmp_path)))
     groups = engine.optimizers["extractor"].param_groups
     assert [g["lr"] for g in groups] == pytest.approx([1e-4, 1e-3]) and groups[1]["params"] == [engine.model.pool.p]
@@ -154,18 +160,7 @@ def test_smoke_trains_and_mines_every_epoch(trees, tmp_path, monkeypatch):
     assert (tmp_path / "run" / "darkening.png").is_file()
 
 
-def test_resume_is_bitwise_and_keeps_the_mined_tuples(trees, tmp_path, monkeypatch):
-    import simmm.tasks.place_recognition as pr
-
-    mined = []
-    real = pr.mine_epoch
-
-    def counting(*args, **kw):
-        mined.append(args[-1])
-        return real(*args, **kw)
-
-    monkeypatch.setattr(pr, "mine_epoch", counting)
-
+def test_resume_is_bitwise_and_keeps_the_mined_tuples(trees, tmp_path, mined):
     def make(folder):
         return Engine(load_recipe(RECIPE, overrides(trees, tmp_path / folder, "eval.every=0")))
 
