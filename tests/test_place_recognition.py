@@ -70,6 +70,22 @@ def test_synthetic_trees_are_in_the_release_forms(tmp_path):
     assert gt.gnd[1] == {"ok": [3, 4], "junk": [5]}
 
 
+def test_opencv_places_are_real_same_place_photos_with_night_queries(tmp_path):
+    from simmm.data.opencv_places import OPENCV_DATA, PLACES, make_opencv_places_sfm, make_opencv_places_test
+    from simmm.data.images import load_image_tensor
+
+    if not (OPENCV_DATA / PLACES[0][0]).is_file():
+        pytest.skip("Debian's opencv-doc is not installed")
+    db = read_sfm(make_opencv_places_sfm(tmp_path / "sfm"))
+    assert len(set(db.clusters[:4 * len(PLACES)])) == len(PLACES) and len(db.qidxs) == 12 * len(PLACES)
+    assert all(db.clusters[q] == db.clusters[p] for q, p in zip(db.qidxs, db.pidxs))
+    gt = read_ground_truth(make_opencv_places_test(tmp_path / "test"))
+    assert len(gt.queries) == len(PLACES) and gt.gnd[0] == {"ok": [0, 1], "junk": []}
+    assert gt.database[0].name == "graf1.jpg" and gt.queries[0].name == "graf3_night.jpg"
+    day, night = load_image_tensor(gt.database[0]), load_image_tensor(gt.queries[0])
+    assert night.mean() < 0.5 * day.mean()  # the query is a simulated night photo
+
+
 def test_malformed_training_pkl_is_named(tmp_path):
     sfm = make_retrieval_sfm_tree(tmp_path / "sfm")
     pkl = sfm / "retrieval-SfM-120k.pkl"

@@ -12,7 +12,9 @@ They let the smoke recipes run out of the box and the tests check the loaders: a
 ``synthetic:<name>`` (``synthetic:codan``, ``synthetic:cityscapes``, ``synthetic:darkzurich``,
 ``synthetic:nighttime_driving``, ``synthetic:acdc``, ``synthetic:retrieval_sfm``, ``synthetic:tokyo247``) is such
 a tree, generated on first use under ``.cache/simmm/synthetic/<name>`` of the working directory (see
-:func:`dataset_root`). They hold no real pictures: numbers trained on them only say that the code runs.
+:func:`dataset_root`). They hold no real pictures: numbers trained on them only say that the code runs. (The
+exception, ``synthetic:opencv_places_sfm`` and ``synthetic:opencv_places_test``, are made from the real photos that
+Debian's opencv-doc ships: :mod:`simmm.data.opencv_places`.)
 """
 from __future__ import annotations
 
@@ -329,7 +331,16 @@ TREES: Dict[str, Callable[[Path], Path]] = {
     "acdc": make_acdc_tree,
     "retrieval_sfm": make_retrieval_sfm_tree,
     "tokyo247": make_tokyo247_tree,
+    # real photographs (Debian's opencv-doc), not generated pictures: see simmm.data.opencv_places
+    "opencv_places_sfm": lambda root: _opencv_places("make_opencv_places_sfm", root),
+    "opencv_places_test": lambda root: _opencv_places("make_opencv_places_test", root),
 }
+
+
+def _opencv_places(maker: str, root: Path) -> Path:
+    from simmm.data import opencv_places
+
+    return getattr(opencv_places, maker)(root)
 
 
 def synthetic_tree(name: str, base: PathLike = SYNTHETIC_DIR) -> Path:
