@@ -58,14 +58,14 @@ def _distractors() -> list[str]:
 
 def make_opencv_places_sfm(root: Union[str, Path], name: str = "retrieval-SfM-120k") -> Path:
     """The training tree (module docstring) under ``root``."""
-    from simmm.data.synthetic import sfm_cid
+    from simmm.data.retrieval_db import cid_path, sfm_cid
 
     root = Path(root)
     cids, clusters, qidxs, pidxs = [], [], [], []
 
     def add(image: Image.Image, cluster: int) -> int:
         cid = sfm_cid(len(cids))
-        path = root / "ims" / cid[-2:] / cid[-4:-2] / cid[-6:-4] / cid
+        path = cid_path(root / "ims", cid)
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path, format="JPEG", quality=92)
         cids.append(cid)

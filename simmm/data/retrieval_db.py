@@ -32,11 +32,18 @@ from simmm.data.images import image_to_tensor, read_image
 from simmm.errors import DataError
 
 __all__ = ["RetrievalTestSet", "SfMDatabase", "TestGroundTruth", "cid_path", "check_sfm", "check_test_set",
-           "read_ground_truth", "read_sfm", "resize_max", "ImageList"]
+           "read_ground_truth", "read_sfm", "resize_max", "sfm_cid", "ImageList"]
 
 SFM_KEYS = ("cids", "cluster", "qidxs", "pidxs")
 GND_KEYS = ("imlist", "qimlist", "gnd")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def sfm_cid(i: int) -> str:
+    """A made-up training image id in the release's form (32 hexadecimal characters), for generated trees."""
+    import hashlib
+
+    return hashlib.md5(f"image-{i}".encode()).hexdigest()
 
 
 def cid_path(ims: Path, cid: str) -> Path:

@@ -35,7 +35,7 @@ __all__ = [
     "dataset_root", "synthetic_tree",
     "write_image", "write_rgb", "write_label", "label_pattern",
     "make_codan_tree", "make_cityscapes_tree", "make_darkzurich_tree", "make_nighttime_driving_tree",
-    "make_acdc_tree", "make_retrieval_sfm_tree", "make_tokyo247_tree", "sfm_cid",
+    "make_acdc_tree", "make_retrieval_sfm_tree", "make_tokyo247_tree",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -263,13 +263,6 @@ def _place_image(place: int, shot: int, size: Tuple[int, int], darken: float = 1
     return np.clip(big[dy:dy + h, dx:dx + w] * darken + noise, 0, 255).astype(np.uint8)
 
 
-def sfm_cid(i: int) -> str:
-    """A training image id in the release's form (32 hexadecimal characters)."""
-    import hashlib
-
-    return hashlib.md5(f"image-{i}".encode()).hexdigest()
-
-
 def make_retrieval_sfm_tree(root: PathLike, name: str = "retrieval-SfM-120k", places: int = 8, shots: int = 3,
                             size: Tuple[int, int] = (40, 32)) -> Path:
     """``root/<name>.pkl`` and ``root/ims/<cid[-2:]>/<cid[-4:-2]>/<cid[-6:-4]>/<cid>`` (JPEG files without a suffix,
@@ -277,13 +270,14 @@ def make_retrieval_sfm_tree(root: PathLike, name: str = "retrieval-SfM-120k", pl
     (query, positive) pair of ``train``; the last place's pairs are ``val``."""
     import pickle
 
+    from simmm.data.retrieval_db import cid_path, sfm_cid
+
     root = Path(root)
     cids, clusters = [], []
     for place in range(places):
         for shot in range(shots):
             cid = sfm_cid(len(cids))
-            _save(_place_image(place, shot, size), root / "ims" / cid[-2:] / cid[-4:-2] / cid[-6:-4] / cid, "RGB",
-                  fmt="JPEG")
+            _save(_place_image(place, shot, size), cid_path(root / "ims", cid), "RGB", fmt="JPEG")
             cids.append(cid)
             clusters.append(place)
     splits = {}
