@@ -298,7 +298,8 @@ def make_retrieval_sfm_tree(root: PathLike, name: str = "retrieval-SfM-120k", pl
 def make_tokyo247_tree(root: PathLike, name: str = "247tokyo1k", places: int = 4, shots: int = 3,
                        size: Tuple[int, int] = (40, 32)) -> Path:
     """``root/gnd_<name>.pkl`` and ``root/jpg/<name>.jpg``: ``places`` × ``shots`` day database images and one
-    darker query per place; a query's ``ok`` are its place's first ``shots − 1`` shots, its last shot is ``junk``."""
+    darker query per place; a query's ``ok`` are its place's first ``shots − 1`` shots, its last shot is ``junk``.
+    Shot 1 of each place is portrait (``size`` transposed): test images differ in size, as real ones do."""
     import pickle
 
     root = Path(root)
@@ -306,7 +307,8 @@ def make_tokyo247_tree(root: PathLike, name: str = "247tokyo1k", places: int = 4
     for place in range(places):
         for shot in range(shots):
             imlist.append(f"{place:05d}_{shot}")
-            _save(_place_image(place, shot, size), root / "jpg" / f"{imlist[-1]}.jpg", "RGB")
+            _save(_place_image(place, shot, size[::-1] if shot == 1 else size), root / "jpg" / f"{imlist[-1]}.jpg",
+                  "RGB")
         qimlist.append(f"q{place:05d}")
         _save(_place_image(place, shots, size, darken=0.4), root / "jpg" / f"{qimlist[-1]}.jpg", "RGB")
         first = place * shots

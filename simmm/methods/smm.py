@@ -362,7 +362,7 @@ def darkening_grid(darkener: DarkeningNet, dataset, path, device, rows: int = 4)
     from simmm.night import PRESETS, simulate_night
 
     step = max(1, len(dataset) // rows)
-    images = torch.stack([dataset[i * step]["image"] for i in range(min(rows, len(dataset)))]).to(device)
+    images = [dataset[i * step]["image"].to(device) for i in range(min(rows, len(dataset)))]  # sizes may differ
     darkener.eval()
     grid = []
     for i, image in enumerate(images):
