@@ -24,10 +24,10 @@ __all__ = [
 ]
 
 
-SUBMODULES = ("alignment", "atomic", "backbones", "byol", "checkpoint", "cli", "dania_losses", "darkening",
-              "darkening_losses", "data", "dist", "engine", "errors", "exposure", "inference", "logger", "method",
-              "methods", "metrics", "models", "night", "recipe", "registry", "report", "seed", "similarity", "task",
-              "tasks", "weights")
+SUBMODULES = ("alignment", "atomic", "backbones", "byol", "checkpoint", "cli", "contrastive", "dania_losses",
+              "darkening", "darkening_losses", "data", "dist", "engine", "errors", "exposure", "inference", "logger",
+              "method", "methods", "metrics", "mining", "models", "night", "recipe", "registry", "report", "retrieval",
+              "seed", "similarity", "task", "tasks", "weights", "whitening")
 
 
 def __getattr__(name):

@@ -87,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_darken)
 
-    p = sub.add_parser("predict", help="segment or classify images with a trained model, write the results",
+    p = sub.add_parser("predict", help="segment, classify or place-match images with a trained model, write the "
+                       "results",
                        description="Segmentation: writes <name>_trainIds.png (train ids) and <name>_color.png "
                        "(Cityscapes colours; --overlay blends them over the image). Classification: writes "
                        "predictions.csv. --darkzurich-test ROOT runs the Dark Zurich test night set and writes the "
-                       "server's zip (labelTrainIds/, labelTrainIds_invalid/, confidence/).")
+                       "server's zip (labelTrainIds/, labelTrainIds_invalid/, confidence/). Place recognition: writes "
+                       "matches.csv and <name>_matches.png, the --top-k --database images most like each query.")
     recipe_args(p)
     p.add_argument("images", nargs="*", help="image files")
     p.add_argument("--checkpoint", required=True, help="a simmm checkpoint of this model")
@@ -99,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="segmentation: blend the colour map over the image")
     p.add_argument("--darkzurich-test", metavar="ROOT", help="segmentation: predict the Dark Zurich test set "
                    "under ROOT and export it for the benchmark server")
+    p.add_argument("--database", metavar="DIR", help="place recognition: the folder of database images the "
+                   "queries (the image files) are matched against")
+    p.add_argument("--top-k", type=int, default=5, help="place recognition: matches per query (default 5)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("recipes", help="list the recipes that ship")
@@ -246,6 +251,8 @@ def cmd_predict(args) -> int:
     from simmm.task import get_task
 
     recipe = _load(args)
+    if recipe.task == "place_recognition":
+        return predict_places(args, recipe)
     # argument errors first, before the model is built and the checkpoint read
     if not args.images and not args.darkzurich_test:
         raise SimmmError("predict: give image files, or --darkzurich-test ROOT")
@@ -300,6 +307,57 @@ def cmd_predict(args) -> int:
             confidence[item["name"]] = conf.numpy()
         archive = export_server_predictions(predictions, out, confidence=confidence)
         print(f"Dark Zurich test export: {archive} ({len(predictions)} images)")
+    return 0
+
+
+def predict_places(args, recipe) -> int:
+    """``simmm predict`` for place recognition: the ``--top-k`` database images (``--database``) most like each
+    query image, as ``matches.csv`` (query, rank, match, score) and one PNG strip per query (query, then its
+    matches with their scores)."""
+    import csv
+
+    from simmm.checkpoint import load_modules
+    from simmm.data.images import is_image_file, save_grid
+    from simmm.data.retrieval_db import ImageList
+    from simmm.retrieval import search
+    from simmm.task import get_task
+
+    if not args.images:
+        raise SimmmError("predict: give query image files")
+    if not args.database or not Path(args.database).is_dir():
+        raise SimmmError(f"predict: --database {args.database}: expected a folder of database images")
+    if args.top_k < 1:
+        raise SimmmError(f"predict: --top-k {args.top_k}: expected an integer >= 1")
+    database = sorted(p for p in Path(args.database).rglob("*") if p.is_file() and is_image_file(p))
+    if not database:
+        raise SimmmError(f"predict: --database {args.database} holds no image files (.jpg, .png, ...)")
+    missing = [name for name in args.images if not Path(name).is_file()]
+    if missing:
+        raise SimmmError(f"predict: query image {missing[0]} does not exist")
+    adapter = get_task(recipe.task)(recipe)
+    model = adapter.build_model()
+    load_modules(args.checkpoint, {"model": model}, signature=adapter.signature())
+    model.eval()
+    size = next(iter(recipe.data.eval.values())).image_size if recipe.data.eval else 1024
+    db_images, q_images = ImageList(database, max_size=size), ImageList([Path(n) for n in args.images], max_size=size)
+    db = adapter.describe_images(model, db_images, list(range(len(database))), "database descriptors")
+    queries = adapter.describe_images(model, q_images, list(range(len(args.images))), "query descriptors")
+    scores, indices = search(queries, db, k=args.top_k)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    thumbs = ImageList(database, max_size=256)
+    with (out / "matches.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["query", "rank", "match", "score"])
+        for q, name in enumerate(args.images):
+            row = [ImageList([Path(name)], max_size=256).load(0)]
+            labels = ["query"]
+            for r, (i, s) in enumerate(zip(indices[q].tolist(), scores[q].tolist()), 1):
+                writer.writerow([name, r, database[i], f"{s:.4f}"])
+                row.append(thumbs.load(i))
+                labels.append(f"{r}: {s:.3f}")
+            strip = save_grid([row], out / f"{Path(name).stem}_matches.png", labels=labels)
+            print(f"{name}: {database[indices[q, 0]]} ({float(scores[q, 0]):.3f}); {strip}")
     return 0
 
 

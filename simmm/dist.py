@@ -14,8 +14,8 @@ import torch.distributed as td
 from torch import nn
 
 __all__ = ["SyncBatchNormCPU", "all_gather_objects", "all_true", "any_true", "barrier", "convert_sync_batchnorm",
-           "destroy", "init_from_env", "is_distributed", "is_main", "local_rank", "mean_over_ranks", "per_process",
-           "rank", "sum_over_ranks", "world_size"]
+           "destroy", "gather_rows", "init_from_env", "is_distributed", "is_main", "local_rank", "mean_over_ranks",
+           "per_process", "rank", "sum_over_ranks", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -135,6 +135,19 @@ def all_gather_objects(obj) -> list:
         return [obj]
     out = [None] * world_size()
     td.all_gather_object(out, obj)
+    return out
+
+
+def gather_rows(rows: torch.Tensor, index: torch.Tensor, total: int) -> torch.Tensor:
+    """The rows each process computed for its share of ``total`` items, put together in item order on every process:
+    ``rows[i]`` is item ``index[i]`` (on the CPU). Every item must be computed by exactly one process."""
+    out = torch.empty(total, *rows.shape[1:], dtype=rows.dtype)
+    seen = torch.zeros(total, dtype=torch.bool)
+    for part_rows, part_index in all_gather_objects((rows.cpu(), index.cpu())):
+        out[part_index] = part_rows
+        seen[part_index] = True
+    if not bool(seen.all()):
+        raise RuntimeError(f"gather_rows: {int((~seen).sum())} of {total} items were computed by no process")
     return out
 
 

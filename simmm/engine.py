@@ -61,7 +61,14 @@ def lr_lambda(cfg: PlayerConfig, total: int) -> Callable[[int], float]:
 
 
 def build_optimizer(cfg: PlayerConfig, params) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+    """The player's optimiser over ``params`` (parameters, or ``(name, parameter)`` pairs). With
+    ``cfg.lr_mult`` (name pattern → multiplier, fnmatch patterns over the pairs' names), the parameters a pattern
+    matches form a group of their own at ``lr × multiplier`` (GeM's p at 10×); the rest stay the first group."""
+    params = [p for p in params if (p[1] if isinstance(p, tuple) else p).requires_grad]
+    if cfg.lr_mult:
+        params = param_groups(params, cfg.lr, cfg.lr_mult)
+    else:
+        params = [p[1] if isinstance(p, tuple) else p for p in params]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
@@ -69,6 +76,25 @@ def build_optimizer(cfg: PlayerConfig, params) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
+
+
+def param_groups(named: list, lr: float, lr_mult: dict[str, float]) -> list[dict]:
+    """Optimiser groups: the parameters no pattern of ``lr_mult`` matches (first group, at ``lr``), then one group
+    per pattern at ``lr × multiplier`` (a parameter joins the first pattern it matches). A pattern that matches no
+    parameter is an error naming it."""
+    from fnmatch import fnmatchcase
+
+    rest, groups = [], {pattern: [] for pattern in lr_mult}
+    for name, p in named:
+        pattern = next((pat for pat in lr_mult if fnmatchcase(name, pat)), None)
+        (groups[pattern] if pattern is not None else rest).append(p)
+    unmatched = [pattern for pattern, ps in groups.items() if not ps]
+    if unmatched:
+        names = ", ".join(name for name, _ in named[:6])
+        raise SimmmError(f"lr_mult: pattern {unmatched[0]!r} matches no trainable parameter of the player "
+                         f"(names look like: {names}, ...)")
+    return [{"params": rest, "lr": lr}] + [{"params": ps, "lr": lr * lr_mult[pattern]}
+                                            for pattern, ps in groups.items()]
 
 
 class BadStepsError(SimmmError):
@@ -132,7 +158,8 @@ class Engine:
         self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
         for name, player in self.players.items():
             cfg = recipe.players[name]
-            self.optimizers[name] = build_optimizer(cfg, player.parameters())
+            self.optimizers[name] = build_optimizer(cfg, player.named_parameters() if cfg.lr_mult
+                                                    else player.parameters())
             total = sum(phase.steps for phase in self.plan if name in phase.players)  # the player's steps
             self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(self.optimizers[name], lr_lambda(cfg, total))
         self._nets: dict[int, nn.Module] = {}  # id(module) -> its DistributedDataParallel wrapper
@@ -143,6 +170,7 @@ class Engine:
         self.best: dict = {}
         self.history: list[dict] = []
         self._iters: dict[str, object] = {}
+        self._epochs: dict[str, int] = {}  # the epoch each stream with Stream.on_epoch was prepared for
         self.logger: Optional[RunLogger] = None
         self._stop_requested = False
         self.artifacts: list[Path] = []  # what the method drew of the finished run (write_report)
@@ -180,14 +208,26 @@ class Engine:
         return self.adapter.signature()
 
     # ----------------------------------------------------------------------------------------------- data
+    def _sampler(self, stream: str) -> ResumableBatchSampler:
+        s = self.streams[stream]
+        return ResumableBatchSampler(len(s.dataset), s.batch_size,
+                                     seed=self.recipe.seed + 1000 * list(self.streams).index(stream),
+                                     rank=dist.rank(), world_size=dist.world_size())
+
     def _batch(self, stream: str) -> dict:
         """The next batch of a stream, restarted exactly at its consumed position on resume."""
+        s = self.streams[stream]
+        if s.on_epoch is not None:  # the stream's items depend on its epoch: prepare it, then load it afresh
+            epoch = self.consumed[stream] // self._sampler(stream).batches_per_epoch
+            if self._epochs.get(stream) != epoch:
+                self._iters.pop(stream, None)
+                s.on_epoch(epoch)
+                self._epochs[stream] = epoch
         if stream not in self._iters:
-            s = self.streams[stream]
-            sampler = ResumableBatchSampler(len(s.dataset), s.batch_size,
-                                            seed=self.recipe.seed + 1000 * list(self.streams).index(stream),
-                                            rank=dist.rank(), world_size=dist.world_size())
+            sampler = self._sampler(stream)
             sampler.load_state_dict({"consumed_batches": self.consumed[stream]})
+            if s.on_epoch is not None:  # no prefetching into the next epoch, whose items are not prepared yet
+                sampler.total_batches = (self._epochs[stream] + 1) * sampler.batches_per_epoch
             loader = torch.utils.data.DataLoader(s.dataset, batch_sampler=sampler,
                                                  num_workers=self.recipe.num_workers,
                                                  pin_memory=self.device.type == "cuda",
@@ -482,6 +522,7 @@ class Engine:
             "scaler": self.scaler.state_dict(),
             "rng": get_rng_state(),
             "world_size": dist.world_size(),
+            "task": self.adapter.state_dict(),
         }
 
     def save(self, path: Path) -> None:
@@ -518,7 +559,9 @@ class Engine:
         self.bad_steps = state["bad_steps"]
         self.best = dict(state["best"])
         self.history = list(state["history"])
+        self.adapter.load_state_dict(state.get("task", {}))
         self._iters.clear()
+        self._epochs.clear()
         set_rng_state(state["rng_per_rank"][dist.rank()] if "rng_per_rank" in state else state["rng"])
 
     def load_weights(self, path: str | Path, modules=("model",)) -> None:

@@ -52,6 +52,12 @@ class Stream:
 
     dataset: torch.utils.data.Dataset
     batch_size: int
+    on_epoch: Optional[Callable[[int], None]] = None
+    """Called in the main process before the stream's first batch of each epoch, and of the epoch a resumed run
+    continues in: a dataset whose items depend on the training state (place recognition's tuples, mined with the
+    current model) prepares that epoch. Such a stream gets a new loader each epoch, so that workers read what it
+    prepared; the preparation must be checkpointed (:meth:`TaskAdapter.state_dict`) so that a resumed run does not
+    redo it."""
 
 
 @dataclass
@@ -74,6 +80,11 @@ class Player:
     def parameters(self) -> list[nn.Parameter]:
         """What the optimiser trains: the modules' parameters that require gradients when the player trains."""
         return [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
+
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """:meth:`parameters` with their names, ``<module name>.<parameter name>`` (``model.model.pool.p``)."""
+        return [(f"{key}.{name}", p) for key, m in self.modules.items() for name, p in m.named_parameters()
+                if p.requires_grad]
 
 
 @dataclass

@@ -32,6 +32,8 @@ class PlayerConfig:
 
     ``steps`` or ``epochs`` (epochs are converted with the training-set size and ``batch_size``).
     LR ``milestones`` are fractions of the player's total steps (the paper's "×0.1 at 1/3 and 2/3").
+    ``lr_mult``: parameter-name pattern → LR multiplier (fnmatch over ``<module>.<parameter>`` names, e.g.
+    ``"*.pool.p": 10`` for GeM's exponent); the matched parameters get an optimiser group of their own.
     """
 
     steps: int = 0
@@ -48,9 +50,12 @@ class PlayerConfig:
     milestones: list[float] = field(default_factory=lambda: [1 / 3, 2 / 3])
     gamma: float = 0.1
     power: float = 0.9
+    lr_mult: dict[str, float] = field(default_factory=dict)
 
     def check(self, path: str) -> None:
         positive(self.batch_size, f"{path}.batch_size")
+        for pattern, mult in self.lr_mult.items():
+            positive(mult, f"{path}.lr_mult.{pattern}")
         non_negative(self.steps, f"{path}.steps")
         non_negative(self.epochs, f"{path}.epochs")
         if self.steps and self.epochs:

@@ -123,10 +123,39 @@ class TaskAdapter:
         """SMM: a :class:`simmm.byol.BYOLHeads` sized for this task's BYOL inputs (``Forward.byol``)."""
         raise NotImplementedError
 
+    def darkened_loss(self, net: nn.Module, batch: dict, darken: Callable[[torch.Tensor], torch.Tensor]
+                      ) -> Optional[tuple[torch.Tensor, dict]]:
+        """SMM's feature-extractor loss, for a task whose training items are not single images: ``(loss, terms)``
+        of ``batch`` with ``darken`` (images in [0, 1] → D's darkened images, no gradient) and ``net`` (the
+        :class:`TaskNet` being trained). ``None`` (the default): SMM's two-view form — the task loss on a day view
+        and a darkened view, plus BYOL. Place recognition gives its tuples' contrastive loss with the darkened query
+        as an extra positive (METHOD.md §4.3, no BYOL)."""
+        return None
+
     # --- data ----------------------------------------------------------------------------------------------
     def train_dataset(self) -> torch.utils.data.Dataset:
         """Labelled day training data; items are dicts with at least ``image``."""
         raise NotImplementedError
+
+    def image_dataset(self) -> Optional[torch.utils.data.Dataset]:
+        """Training images one by one (``{"image"}`` items), for players that see single images (SMM's darkener),
+        when :meth:`train_dataset`'s items are not (place recognition's tuples). ``None`` (the default): the
+        training set itself."""
+        return None
+
+    def epoch_hook(self, stream: str) -> Optional[Callable[[int], None]]:
+        """What prepares each epoch of the training set read by ``stream`` (:attr:`simmm.method.Stream.on_epoch`),
+        when its items change by epoch (place recognition mines its tuples with the current model). Default:
+        none."""
+        return None
+
+    def state_dict(self) -> dict:
+        """Training state the task keeps outside the model (place recognition's mined tuples), checkpointed with the
+        run so that a resumed run continues with it. Default: none."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
 
     def eval_sets(self) -> list[EvalSet]:
         """Evaluation sets, day and night, each evaluated with :meth:`evaluate`."""

@@ -37,6 +37,12 @@ SOURCES = {
                           "rgb_anon_trainvaltest.zip and gt_trainval.zip, registration"),
     "arid": DatasetSource("ARID", "https://xuyu0010.github.io/arid.html",
                           "the videos and the split lists (list_cvt/) of its release, from the links on that page"),
+    "retrieval-SfM-120k": DatasetSource("retrieval-SfM-120k",
+                                        "http://cmp.felk.cvut.cz/cnnimageretrieval/data/train/retrieval-SfM-120k/",
+                                        "ims.tar.gz unpacked into ims/, and retrieval-SfM-120k.pkl"),
+    "247tokyo1k": DatasetSource("Tokyo 24/7 (retrieval form)", "http://www.ok.ctrl.titech.ac.jp/~torii/project/247/",
+                                "the query and database images as jpg/<name>.jpg, with gnd_247tokyo1k.pkl as the "
+                                "SMM/CIConv place-recognition code distributes it"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Tiny datasets in the exact on-disk formats of CODaN, Cityscapes, Dark Zurich, Nighttime Driving, ACDC and ARID.
+"""Tiny datasets in the exact on-disk formats of CODaN, Cityscapes, Dark Zurich, Nighttime Driving, ACDC, ARID,
+retrieval-SfM-120k and Tokyo 24/7 (retrieval form).
 
 Every tree is generated, seeded, from random smooth-plus-noise images: same folders, file-name patterns
 (``aachen_000000_000019_leftImg8bit.png``, ``GOPR0356_frame_000321_rgb_anon.png``, ...) and label encodings as
@@ -10,9 +11,11 @@ with PyAV (the library simmm decodes them with), listed in ARID's ``id<TAB>label
 
 They let the smoke recipes run out of the box and the tests check the loaders: a dataset ``root`` written
 ``synthetic:<name>`` (``synthetic:codan``, ``synthetic:cityscapes``, ``synthetic:darkzurich``,
-``synthetic:nighttime_driving``, ``synthetic:acdc``, ``synthetic:arid``) is such a tree, generated on first use under
-``.cache/simmm/synthetic/<name>`` of the working directory (see :func:`dataset_root`). They hold no real
-pictures: numbers trained on them only say that the code runs.
+``synthetic:nighttime_driving``, ``synthetic:acdc``, ``synthetic:arid``, ``synthetic:retrieval_sfm``,
+``synthetic:tokyo247``) is such a tree, generated on first use under ``.cache/simmm/synthetic/<name>`` of the working
+directory (see :func:`dataset_root`). They hold no real pictures: numbers trained on them only say that the code runs. (The
+exception, ``synthetic:opencv_places_sfm`` and ``synthetic:opencv_places_test``, are made from the real photos that
+Debian's opencv-doc ships: :mod:`simmm.data.opencv_places`.)
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ __all__ = [
     "write_image", "write_rgb", "write_label", "label_pattern",
     "make_codan_tree", "make_cityscapes_tree", "make_darkzurich_tree", "make_nighttime_driving_tree",
     "make_acdc_tree", "make_arid_tree", "write_test_video", "ARID_LISTS",
+    "make_retrieval_sfm_tree", "make_tokyo247_tree",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -310,6 +314,74 @@ def make_arid_tree(root: PathLike, classes: Optional[Sequence[str]] = None, per_
     return root
 
 
+# ---------------------------------------------------------------------- retrieval-SfM-120k and Tokyo 24/7
+def _place_image(place: int, shot: int, size: Tuple[int, int], darken: float = 1.0) -> np.ndarray:
+    """An ``(H, W, 3)`` image of a "place": its own smooth pattern (drawn from ``place``), a small shift and noise
+    per ``shot``, scaled by ``darken`` (night shots)."""
+    w, h = size
+    rng = np.random.default_rng(10_000 + place)
+    coarse = rng.integers(0, 256, size=(4, 4, 3)).astype(np.float64)
+    big = np.kron(coarse, np.ones((-(-h // 4) + 2, -(-w // 4) + 2, 1)))
+    dy, dx = shot % 3, (shot * 2) % 3
+    noise = np.random.default_rng(20_000 + 97 * place + shot).normal(0, 12, size=(h, w, 3))
+    return np.clip(big[dy:dy + h, dx:dx + w] * darken + noise, 0, 255).astype(np.uint8)
+
+
+def make_retrieval_sfm_tree(root: PathLike, name: str = "retrieval-SfM-120k", places: int = 8, shots: int = 3,
+                            size: Tuple[int, int] = (40, 32)) -> Path:
+    """``root/<name>.pkl`` and ``root/ims/<cid[-2:]>/<cid[-4:-2]>/<cid[-6:-4]>/<cid>`` (JPEG files without a suffix,
+    as released): ``places`` clusters of ``shots`` images; every ordered pair of shots of a place but the last is a
+    (query, positive) pair of ``train``; the last place's pairs are ``val``."""
+    import pickle
+
+    from simmm.data.retrieval_db import cid_path, sfm_cid
+
+    root = Path(root)
+    cids, clusters = [], []
+    for place in range(places):
+        for shot in range(shots):
+            cid = sfm_cid(len(cids))
+            _save(_place_image(place, shot, size), cid_path(root / "ims", cid), "RGB", fmt="JPEG")
+            cids.append(cid)
+            clusters.append(place)
+    splits = {}
+    for split, chosen in (("train", range(places - 1)), ("val", [places - 1])):
+        q, p = [], []
+        for place in chosen:
+            for a in range(shots):
+                for b in range(shots):
+                    if a != b:
+                        q.append(place * shots + a)
+                        p.append(place * shots + b)
+        splits[split] = {"cids": cids, "cluster": clusters, "qidxs": q, "pidxs": p}
+    with (root / f"{name}.pkl").open("wb") as handle:
+        pickle.dump(splits, handle)
+    return root
+
+
+def make_tokyo247_tree(root: PathLike, name: str = "247tokyo1k", places: int = 4, shots: int = 3,
+                       size: Tuple[int, int] = (40, 32)) -> Path:
+    """``root/gnd_<name>.pkl`` and ``root/jpg/<name>.jpg``: ``places`` × ``shots`` day database images and one
+    darker query per place; a query's ``ok`` are its place's first ``shots − 1`` shots, its last shot is ``junk``.
+    Shot 1 of each place is portrait (``size`` transposed): test images differ in size, as real ones do."""
+    import pickle
+
+    root = Path(root)
+    imlist, qimlist, gnd = [], [], []
+    for place in range(places):
+        for shot in range(shots):
+            imlist.append(f"{place:05d}_{shot}")
+            _save(_place_image(place, shot, size[::-1] if shot == 1 else size), root / "jpg" / f"{imlist[-1]}.jpg",
+                  "RGB")
+        qimlist.append(f"q{place:05d}")
+        _save(_place_image(place, shots, size, darken=0.4), root / "jpg" / f"{qimlist[-1]}.jpg", "RGB")
+        first = place * shots
+        gnd.append({"ok": list(range(first, first + shots - 1)), "junk": [first + shots - 1], "bbx": None})
+    with (root / f"gnd_{name}.pkl").open("wb") as handle:
+        pickle.dump({"imlist": imlist, "qimlist": qimlist, "gnd": gnd}, handle)
+    return root
+
+
 # ------------------------------------------------------------------------------------- synthetic:<name> roots
 TREES: Dict[str, Callable[[Path], Path]] = {
     "codan": make_codan_tree,
@@ -318,7 +390,18 @@ TREES: Dict[str, Callable[[Path], Path]] = {
     "nighttime_driving": make_nighttime_driving_tree,
     "acdc": make_acdc_tree,
     "arid": make_arid_tree,
+    "retrieval_sfm": make_retrieval_sfm_tree,
+    "tokyo247": make_tokyo247_tree,
+    # real photographs (Debian's opencv-doc), not generated pictures: see simmm.data.opencv_places
+    "opencv_places_sfm": lambda root: _opencv_places("make_opencv_places_sfm", root),
+    "opencv_places_test": lambda root: _opencv_places("make_opencv_places_test", root),
 }
+
+
+def _opencv_places(maker: str, root: Path) -> Path:
+    from simmm.data import opencv_places
+
+    return getattr(opencv_places, maker)(root)
 
 
 def synthetic_tree(name: str, base: PathLike = SYNTHETIC_DIR) -> Path:

@@ -17,7 +17,9 @@ task's labelled day training set of its own (its own batch size and order).
 
 The task supplies, besides its loss and data: ``forward(model, images, output)`` whose ``features`` are compared by
 L_D^sim and whose ``byol`` inputs feed the BYOL heads (:meth:`TaskAdapter.build_byol_heads`), ``views`` and
-``color_augment``.
+``color_augment``. A task whose training items are not single images (place recognition's tuples) also gives
+``image_dataset`` (what D trains on), ``epoch_hook`` (its tuples are mined anew each epoch) and ``darkened_loss``
+(F's loss with the darkened query as an extra positive, no BYOL), all defaulting to the two-view form above.
 
 Video tasks batch clips ``(B, 3, T, H, W)``: D darkens their ``B·T`` frames, every frame of a clip with its clip's
 exposure (one scalar while D trains, one compound map E' for F's views: METHOD.md §4.1); F, L_D^sim and BYOL see
@@ -175,7 +177,14 @@ class SMM(Method):
 
     def streams(self) -> dict[str, Stream]:
         train = self.task.train_dataset()
-        return {name: Stream(train, cfg.batch_size) for name, cfg in self.recipe.players.items()}
+        images = self.task.image_dataset() if "darkener" in self.recipe.players else None
+        streams = {}
+        for name, cfg in self.recipe.players.items():
+            if name == "darkener" and images is not None:  # D sees single images
+                streams[name] = Stream(images, cfg.batch_size)
+            else:
+                streams[name] = Stream(train, cfg.batch_size, on_epoch=self.task.epoch_hook(name))
+        return streams
 
     def setup(self, model: nn.Module, steps: dict[str, int]) -> None:
         o, device = self.options, self.context.device
@@ -302,6 +311,10 @@ class SMM(Method):
     def extractor_step(self, batches, nets):
         """F's step (METHOD.md §4.3): task loss on day and darkened views, plus symmetric BYOL between them."""
         a = self.options.adapt
+        with self.context.autocast():
+            own = self.task.darkened_loss(nets["model"], batches["extractor"], self.darken)
+        if own is not None:
+            return own
         day, dark = self.task.views(batches["extractor"], 2)
         dark = {**dark, "image": self.darken(dark["image"])}
         day_images, dark_images = self.task.color_augment([day["image"], dark["image"]])
@@ -367,7 +380,7 @@ def darkening_grid(darkener: DarkeningNet, dataset, path, device, rows: int = 4,
 
     still = still or (lambda item: item["image"])
     step = max(1, len(dataset) // rows)
-    images = torch.stack([still(dataset[i * step]) for i in range(min(rows, len(dataset)))]).to(device)
+    images = [still(dataset[i * step]).to(device) for i in range(min(rows, len(dataset)))]  # sizes may differ
     darkener.eval()
     grid = []
     for i, image in enumerate(images):
