@@ -300,3 +300,19 @@ def test_pair_transform_bad_arguments():
     p = t.sample(2, (8, 8))
     with pytest.raises(SimmmError, match=r"2 maps of size 8x8 \(B, C, H, W\), got \(2, 3, 9, 8\)"):
         t.apply(torch.rand(2, 3, 9, 8), p)
+
+
+@pytest.mark.parametrize("size", [None, (8, 16)])
+def test_with_day_partner_adds_each_night_image_s_partner(tmp_darkzurich, size):
+    from simmm.data.darkzurich import DarkZurichDataset
+    from simmm.data.pair_dataset import WithDayPartner
+
+    night = DarkZurichDataset(tmp_darkzurich, split="val", condition="night", size=size)
+    pairs = pair_dataset("darkzurich", tmp_darkzurich, split="val", size=size)
+    joined = WithDayPartner(night, pairs)
+    for i in range(len(night)):
+        item, pair = joined[i], pairs[i]  # the val pairs list the night images in the dataset's order
+        assert torch.equal(item["image"], night[i]["image"]) and torch.equal(item["target"], night[i]["target"])
+        assert torch.equal(item["image"], pair["night"]) and item["key"] == pair["key"]
+        for k in ("day", "night_matrix", "day_matrix"):
+            assert torch.equal(item[k], pair[k]), k

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .check import DataReport, capped
-from .images import image_to_tensor, read_image, verify_image
+from .images import image_size, image_to_tensor, read_image, verify_image
 from .pair_transform import resize_matrix
 from .segmentation_dataset import resize_image
 from .tree import PathLike, normalize_size, require_root
@@ -154,19 +154,21 @@ class PairDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        night_path, day_path = self.pairs[index]
-        night, day = read_image(night_path), read_image(day_path)
-        size = self.size or (night.height, night.width)
-        return {
-            "night": image_to_tensor(resize_image(night, size)),
-            "day": image_to_tensor(resize_image(day, size)),
-            "index": index,
-            "key": self.keys[index],
-            "night_matrix": resize_matrix((night.height, night.width), size),
-            "day_matrix": resize_matrix((day.height, day.width), size),
-            "night_path": str(night_path),
-            "day_path": str(day_path),
-        }
+        night_path = self.pairs[index][0]
+        night = read_image(night_path)
+        native = (night.height, night.width)
+        return {"night": image_to_tensor(resize_image(night, self.size or native)), "index": index,
+                "night_path": str(night_path), **self.partner(index, native)}
+
+    def partner(self, index: int, night_size: Tuple[int, int]) -> Dict[str, object]:
+        """Pair ``index`` without its night image, whose native ``(H, W)`` is ``night_size``: ``"day"`` (at the
+        item size), ``"key"``, ``"night_matrix"``, ``"day_matrix"``, ``"day_path"``."""
+        day_path = self.pairs[index][1]
+        day = read_image(day_path)
+        size = self.size or night_size
+        return {"day": image_to_tensor(resize_image(day, size)), "key": self.keys[index],
+                "night_matrix": resize_matrix(night_size, size), "day_matrix": resize_matrix((day.height, day.width), size),
+                "day_path": str(day_path)}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, {len(self)} pairs, "
@@ -204,8 +206,13 @@ class WithDayPartner(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        item = self.dataset[index]
-        pair = self.pairs[self.partner[index]]
+        item = self.dataset[index]  # the night image is decoded once, here
+        if self.dataset.size is None:
+            native = tuple(item["image"].shape[-2:])
+        else:
+            (w, h), _ = image_size(self.dataset.samples[index].image, verify=False)  # the header only
+            native = (h, w)
+        pair = self.pairs.partner(self.partner[index], native)
         return {"image": item["image"], "target": item["target"],
                 **{k: pair[k] for k in ("day", "key", "night_matrix", "day_matrix")}}
 
