@@ -65,9 +65,15 @@ class PairSource:
         if not self.root:
             raise RecipeError(f"{path}.root: empty; expected the folder of the paired day-night data")
 
+    def _where(self) -> dict:
+        return {"pairs_file": self.pairs_file or None, "condition": self.condition or None, "split": self.split or None}
+
     def dataset(self, size=None) -> PairDataset:
-        return pair_dataset(self.source, self.root, pairs_file=self.pairs_file or None,
-                            condition=self.condition or None, split=self.split or None, size=size)
+        return pair_dataset(self.source, self.root, size=size, **self._where())
+
+    def check_files(self) -> DataReport:
+        """``simmm data check`` of these pairs (:func:`simmm.data.pairs.check_pairs`)."""
+        return check_pairs(self.source, self.root, **self._where())
 
 
 @dataclass
@@ -251,14 +257,11 @@ class DANIA(Method):
                               f"(task: segmentation); this task builds {type(model).__name__}")
         num_classes = self.recipe.model.num_classes
         self.model = model
-        self.relight = RelightNet().to(device)
-        self.relit = RelitSegmenter(self.relight, model)
+        self.evaluated, built = self.inference_model(model)  # R, R then G, the test-time weights
+        self.relight, self.relit, self.test_weights = built["relight"], self.evaluated.logits.relit, self.evaluated.w
         self.disc_day = OutputDiscriminator(num_classes).to(device)
         self.disc_night = OutputDiscriminator(num_classes).to(device)
-        shares = self.class_shares()
-        self.train_weights = class_weights(shares, s=o.train_s).to(device)
-        self.test_weights = class_weights(shares, s=o.test_s).to(device)
-        self.evaluated = _Evaluated(self.relit, self.test_weights)
+        self.train_weights = class_weights(self.class_shares(), s=o.train_s).to(device)
         lw = o.light
         self.light = LightLoss(tv=lw.tv, ssim=lw.ssim, exposure=lw.exposure, style=lw.style,
                                exposure_norm=lw.exposure_norm, patch=lw.exposure_patch,
@@ -285,8 +288,7 @@ class DANIA(Method):
         """The pair stream, and the day partners of ``dania.eval_with_day``: every missing partner, malformed pairs
         line and unreadable pair image, named."""
         o = self.options.dania
-        return [check_pairs(p.source, p.root, pairs_file=p.pairs_file or None, condition=p.condition or None,
-                            split=p.split or None) for p in (o.pairs, *o.eval_with_day.values())]
+        return [p.check_files() for p in (o.pairs, *o.eval_with_day.values())]
 
     def class_shares(self) -> torch.Tensor:
         """The source class shares ``a_k``: from ``dania.class_stats`` (``simmm data stats``), else Cityscapes'."""
