@@ -26,8 +26,8 @@ __all__ = [
 
 SUBMODULES = ("alignment", "atomic", "backbones", "byol", "checkpoint", "cli", "dania_losses", "darkening",
               "darkening_losses", "data", "dist", "engine", "errors", "exposure", "inference", "logger", "method",
-              "methods", "metrics", "models", "night", "recipe", "registry", "report", "seed", "similarity", "task",
-              "tasks", "weights")
+              "methods", "metrics", "models", "night", "night_stats", "recipe", "registry", "report", "seed",
+              "similarity", "task", "tasks", "weights")
 
 
 def __getattr__(name):
