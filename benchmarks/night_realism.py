@@ -14,8 +14,8 @@ size is the "stored" image (``block``, ``noise_dark_native``), and the statistic
 Seeds: image i of photo p, repeat r, uses the seed 10**9 + 1000 p + r, far from the demo's evaluation seeds
 (``night_sim.seed * 1_000_003 + i``).
 
-    python benchmarks/night_realism.py            # all photos, 3 repeats each: ~2 min on 2 cores
-    python benchmarks/night_realism.py --quick    # 4 photos at 256 px, one repeat: ~15 s
+    python benchmarks/night_realism.py            # 22 photos x 2 seeds, <= 512 px: ~3 CPU-minutes
+    python benchmarks/night_realism.py --quick    # 4 photos at 256 px, one seed: ~20 CPU-seconds
 
 Writes ``results/night_realism.json``, ``.txt`` and ``.png`` (one panel per statistic: real photos vs simulated,
 per preset).

@@ -168,7 +168,7 @@ def test_a_real_photo_by_an_independent_route():
     photo = skimage.data.chelsea()
     s = night_stats(photo)
     h, w = photo.shape[:2]
-    small = torch.from_numpy(np.asarray(Image.fromarray(photo).resize((256, round(h * 256 / w)),
+    small = torch.from_numpy(np.array(Image.fromarray(photo).resize((256, round(h * 256 / w)),
                                                                         Image.LANCZOS))).double() / 255
     mean = small.reshape(-1, 3).mean(0).float()
     lab = kornia.color.rgb_to_lab(mean.view(1, 3, 1, 1))[0, :, 0, 0]
