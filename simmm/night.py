@@ -23,9 +23,10 @@ in brackets::
     x global exposure (fraction of a day exposure) x white-balance gain error
     -> RGGB Bayer mosaic in photo-electrons, Poisson shot noise,        [mosaic_bayer, add_sensor_noise]
        full-well clipping, Gaussian read noise, row noise, analog gain
-    -> ADC: black level, clipping, quantisation to 10-12 bit            [quantize]
+    -> ADC: black level, clipping, quantisation to 10-14 bit            [quantize]
     camera pipeline: bilinear demosaic -> white balance -> auto-gain    [demosaic_bilinear, white_balance,
-       -> gamma (sRGB) -> tone curve -> JPEG -> clamp to [0, 1]          auto_gain, linear_to_srgb, jpeg]
+       -> gamma (sRGB) -> tone curve -> chroma noise reduction           auto_gain, linear_to_srgb,
+       -> JPEG -> clamp to [0, 1]                                        chroma_denoise, jpeg]
 
 Glare is applied in the optical (linear) domain before the sensor, where it physically happens: the lens
 spreads a small fraction of all light over a wide area, which only becomes visible around sources many
@@ -55,7 +56,8 @@ __all__ = [
     "simulate_raw", "mixed_presets", "NightSimulator", "load_raw", "simulate_night_raw",
     "srgb_to_linear", "linear_to_srgb", "tone_curve", "inverse_tone_curve", "kelvin_to_rgb",
     "sample_lights", "light_field", "lamp_emission", "motion_blur", "glare", "vignette",
-    "mosaic_bayer", "demosaic_bilinear", "add_sensor_noise", "quantize", "white_balance", "auto_gain", "jpeg",
+    "mosaic_bayer", "demosaic_bilinear", "add_sensor_noise", "quantize", "white_balance", "auto_gain",
+    "chroma_denoise", "jpeg",
 ]
 
 #: Colour-temperature ranges (kelvin) of the light kinds: high-pressure sodium street lamps, tungsten
@@ -117,6 +119,7 @@ class NightParams:
     auto_gain_target: tuple = (0.06, 0.1)       # target mean linear luminance
     max_gain: float = 32.0
     tone_curve: bool = True                       # camera S-curve after the gamma
+    chroma_denoise: tuple = (0.0, 0.0)           # std (px) of the ISP's chroma noise reduction; 0 = off
     jpeg_prob: float = 0.0
     jpeg_quality: tuple = (40, 85)
 
@@ -163,31 +166,36 @@ class NightParams:
 
 
 PRESETS: dict[str, NightParams] = {
-    # comparison preset: a global exposure drop and sensor noise, nothing else
-    "global_dim": NightParams(inverse_tone=False, lights=False, exposure=(0.01, 0.1), read_noise=(2.0, 5.0),
-                              tone_curve=False),
+    # Calibrated against statistics of real night photographs (simmm/real_night_stats.json, measured by
+    # benchmarks/night_realism.py): light concentrated in pools (a low ambient, lamps close to what they light),
+    # a dark bulk (median luma ~0.02) and little visible noise. The real photos, like most stored night photos,
+    # were downscaled from a multi-megapixel sensor, so the sensor values are per *output* pixel: averaging
+    # k x k sensor pixels multiplies the full well by k^2 and the read noise by k, and adds log2(k) ADC bits.
+    # comparison preset: a global exposure drop and sensor noise, nothing else (deliberately unrealistic in its
+    # spatial statistics: no light sources, so no dark bulk and no concentrated light)
+    "global_dim": NightParams(inverse_tone=False, lights=False, exposure=(0.01, 0.1), full_well=150000.0,
+                              read_noise=(6.0, 15.0), tone_curve=False),
     # sodium / LED street lamps over a dark ambient, glare, vignetting, partial AWB, auto-gain
-    "street": NightParams(n_lights=(2, 4), light_kinds=("sodium", "sodium", "led"), ambient=(0.01, 0.04),
-                          glare_strength=(0.01, 0.03), vignette_strength=(0.3, 0.6), exposure=(0.015, 0.06),
-                          wb_error=0.1, read_noise=(2.0, 4.0), row_noise=(0.5, 1.5),
-                          white_balance="gray_world", wb_strength=(0.3, 0.7), auto_gain=True,
-                          auto_gain_target=(0.04, 0.08)),
-    # mixed sources, ego headlights and oncoming cars, motion blur, JPEG
-    "urban": NightParams(n_lights=(2, 5), light_kinds=("sodium", "tungsten", "led"), ambient=(0.015, 0.05),
-                         headlight_prob=0.7, oncoming_prob=0.6, motion_blur_prob=0.5,
+    "street": NightParams(n_lights=(2, 4), light_kinds=("sodium", "sodium", "led"), light_height=(0.03, 0.12),
+                          ambient=(0.002, 0.01), glare_strength=(0.01, 0.03), vignette_strength=(0.3, 0.6),
+                          exposure=(0.015, 0.06), wb_error=0.1, full_well=150000.0, read_noise=(10.0, 20.0),
+                          row_noise=(2.5, 7.5), bits=(12, 14), white_balance="gray_world",
+                          wb_strength=(0.65, 0.95), auto_gain=True, auto_gain_target=(0.015, 0.04)),
+    # mixed sources, ego headlights and oncoming cars, motion blur, JPEG (a camera's quality; the real reference
+    # photos were re-saved at quality 100 after downscaling, so their blockiness stays below this preset's)
+    "urban": NightParams(n_lights=(2, 5), light_kinds=("sodium", "tungsten", "led"), light_height=(0.03, 0.12),
+                         ambient=(0.002, 0.01), headlight_prob=0.7, oncoming_prob=0.6, motion_blur_prob=0.5,
                          glare_strength=(0.01, 0.04), vignette_strength=(0.2, 0.5), exposure=(0.02, 0.08),
-                         wb_error=0.15, read_noise=(2.0, 5.0), row_noise=(0.5, 2.0),
-                         white_balance="gray_world", wb_strength=(0.4, 0.8), auto_gain=True,
-                         jpeg_prob=1.0, jpeg_quality=(35, 75)),
-    # very low light: weak sources, a few photo-electrons per pixel, strong noise and banding, no auto-gain
-    # (a high analog gain keeps the picture just visible)
-    "dark": NightParams(n_lights=(0, 2), light_kinds=("sodium", "tungsten"), ambient=(0.02, 0.06),
-                        lamp_radiance=(10.0, 60.0), glare_strength=(0.005, 0.02),
-                        vignette_strength=(0.3, 0.6),
-                        exposure=(0.006, 0.02), wb_error=0.15, full_well=4000.0, analog_gain=(6.0, 12.0),
-                        read_noise=(2.5, 5.0), row_noise=(1.0, 2.5), bits=(10, 10),
-                        white_balance="gray_world",
-                        wb_strength=(0.3, 0.6), tone_curve=False),
+                         wb_error=0.15, full_well=80000.0, read_noise=(10.0, 25.0), row_noise=(2.5, 10.0),
+                         bits=(12, 14), white_balance="gray_world", wb_strength=(0.6, 0.95), auto_gain=True,
+                         auto_gain_target=(0.015, 0.04), jpeg_prob=1.0, jpeg_quality=(85, 95)),
+    # very low light: weak sources, few photo-electrons, the strongest noise (at the top of the real spread) and
+    # banding, no auto-gain (a high analog gain keeps the picture just visible), the ISP's chroma noise reduction
+    "dark": NightParams(n_lights=(1, 3), light_kinds=("sodium", "tungsten"), light_height=(0.03, 0.12),
+                        ambient=(0.003, 0.012), lamp_radiance=(10.0, 60.0), glare_strength=(0.005, 0.02),
+                        vignette_strength=(0.3, 0.6), exposure=(0.006, 0.02), wb_error=0.15, full_well=30000.0,
+                        analog_gain=(6.0, 12.0), read_noise=(10.0, 20.0), row_noise=(4.0, 10.0), bits=(12, 12),
+                        white_balance="gray_world", wb_strength=(0.5, 0.9), chroma_denoise=(2.0, 4.0)),
 }
 MIXED = "mixed"
 
@@ -511,6 +519,18 @@ def auto_gain(x: Tensor, target: float, max_gain: float = 32.0) -> Tensor:
     return x * gain.view(-1, 1, 1, 1)
 
 
+def chroma_denoise(x: Tensor, sigma_px: float) -> Tensor:
+    """Chroma noise reduction of a camera ISP on display-referred (B, 3, H, W) in [0, 1]: the colour-difference
+    planes Cb and Cr (JPEG's full-range YCbCr) blurred with a Gaussian of ``sigma_px`` pixels, Y untouched.
+    Cameras do this at high gain: sensor noise is independent per colour site, so without it colour noise would
+    exceed luma noise, which real photos do not show."""
+    if sigma_px <= 0:
+        return x
+    from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
+    ycc = rgb_to_ycbcr(x)
+    return ycbcr_to_rgb(torch.cat([ycc[:, :1], _gauss_blur(ycc[:, 1:], sigma_px)], 1))
+
+
 def jpeg(x: Tensor, quality: int) -> Tensor:
     """JPEG round trip (Pillow's libjpeg, 4:2:0 chroma) of (B, 3, H, W) in [0, 1] at ``quality``."""
     import io
@@ -572,6 +592,7 @@ def _back(raw: Tensor, ill_est: Tensor, p: NightParams, g: torch.Generator) -> T
     x = linear_to_srgb(x)
     if p.tone_curve:
         x = tone_curve(x)
+    x = chroma_denoise(x, _u(g, p.chroma_denoise))
     if _chance(g, p.jpeg_prob):
         x = jpeg(x, _i(g, p.jpeg_quality))
     return x.clamp(0, 1).to(torch.float32)

@@ -81,3 +81,25 @@ def test_dania_cost_runs_and_counts_the_dania_players_and_their_optimiser_state(
     players = 4 * (2 * count(RelightNet()) + 3 * 2 * count(OutputDiscriminator(19)))  # bytes, float32
     extra = (dania["resident_gib"] - plain["resident_gib"]) * GIB
     assert players <= extra <= players + 4 * MIB
+
+
+def test_night_realism_flags_beyond_two_real_std_and_never_noise_mid(tmp_path):
+    import json
+
+    from night_realism import compare, main
+    from simmm.night_stats import STATS, load_real_stats
+
+    real = load_real_stats()["real_night"]["summary"]
+    rows = [{k: (real[k]["circular_mean"] if k == "hue_deg" else real[k]["mean"]) for k in STATS} for _ in range(2)]
+    rows[0]["mean_luma"] = rows[1]["mean_luma"] = real["mean_luma"]["mean"] + 2.5 * real["mean_luma"]["std"]
+    rows[0]["p5"] = rows[1]["p5"] = real["p5"]["mean"] + 1.9 * real["p5"]["std"]
+    rows[0]["noise_mid"] = rows[1]["noise_mid"] = real["noise_mid"]["mean"] + 10 * real["noise_mid"]["std"]
+    res = compare(rows, real)
+    assert res["z"]["mean_luma"] == pytest.approx(2.5) and res["z"]["p5"] == pytest.approx(1.9)
+    assert res["flagged"] == ["mean_luma"]                       # noise_mid (z = 10) is never a verdict
+
+    report = main(["--quick", "--photos", "astronaut", "--presets", "street", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "night_realism.json").read_text())
+    assert saved["presets"]["street"]["z"] == pytest.approx(report["presets"]["street"]["z"])
+    assert set(saved["presets"]["street"]["z"]) == set(STATS) and saved["max_side"] == 256
+    assert "street" in (tmp_path / "night_realism.txt").read_text()

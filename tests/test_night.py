@@ -7,8 +7,8 @@ import torch
 
 from simmm.errors import DataError, SimmmError
 from simmm.night import (
-    PRESETS, Light, NightParams, NightSimulator, add_sensor_noise, auto_gain, demosaic_bilinear, get_preset,
-    glare, inverse_tone_curve, kelvin_to_rgb, light_field, linear_to_srgb, load_raw, mixed_presets,
+    PRESETS, Light, NightParams, NightSimulator, add_sensor_noise, auto_gain, chroma_denoise, demosaic_bilinear,
+    get_preset, glare, inverse_tone_curve, kelvin_to_rgb, light_field, linear_to_srgb, load_raw, mixed_presets,
     mosaic_bayer, quantize, simulate_night, simulate_night_per_image, simulate_night_raw, simulate_raw,
     srgb_to_linear, tone_curve, vignette, white_balance,
 )
@@ -185,6 +185,22 @@ def test_white_balance_and_auto_gain():
     luma = torch.tensor([0.2126, 0.7152, 0.0722]).view(1, 3, 1, 1)
     assert (auto_gain(dark, 0.1, 32.0) * luma).sum(1).mean().item() == pytest.approx(0.1, rel=1e-4)
     assert torch.allclose(auto_gain(dark, 0.1, 2.0), 2 * dark)             # gain capped
+
+
+def test_chroma_denoise_blurs_colour_not_luma():
+    # grey stripes Y = 0.5 +- 0.1 (columns) under a colour checkerboard of +-0.1 on Cr (R = Y +- 0.1402,
+    # G = Y -+ 0.0714, B = Y in JPEG's YCbCr). Blurring Cr with a Gaussian of sigma 2 px averages the +-1 pattern
+    # away (its response at the Nyquist frequency is exp(-2 pi^2 sigma^2 / 4) = 2.7e-9): away from the border the
+    # output is the grey stripes (Y, Y, Y), whose luma is untouched.
+    sign = (-1.0) ** torch.arange(32).add(torch.arange(32).view(-1, 1))
+    cr = 0.1 * sign
+    luma_in = (0.5 + 0.1 * (-1.0) ** torch.arange(32)).expand(32, 32)
+    x = torch.stack([luma_in + 1.402 * cr, luma_in - 0.714136 * cr, luma_in]).unsqueeze(0)
+    y = chroma_denoise(x, 2.0)
+    assert torch.allclose(y[..., 8:-8, 8:-8], luma_in[8:-8, 8:-8].expand(1, 3, 16, 16), atol=1e-4)
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    assert torch.allclose((y * weights).sum(1), (x * weights).sum(1), atol=1e-5)
+    assert torch.equal(chroma_denoise(x, 0.0), x)
 
 
 # ---------------------------------------------------------------------------------------------- the pipeline
