@@ -16,7 +16,7 @@ from the output ``o`` of a small depthwise-separable network, then applies the q
 The result is clamped to ``[0, 1]``.
 
 Functional form: :func:`darken`; module forms: :class:`Darken` (the mapping only) and :class:`DarkeningNet`
-(network + mapping).
+(network + mapping). :func:`exposure_response` checks that a trained D follows its exposure input.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .exposure import expand_exposure
 
-__all__ = ["MAPPINGS", "DarkeningOutput", "darken", "Darken", "DarkeningNet"]
+__all__ = ["MAPPINGS", "EXPOSURE_CHECK_LEVELS", "DarkeningOutput", "darken", "Darken", "DarkeningNet", "exposure_response"]
 
 MAPPINGS = ("code", "paper")
 
@@ -275,3 +275,48 @@ class DarkeningNet(nn.Module):
         return (f"width={self.width}, mapping={self.mapping!r}, iterations={self.iterations}, "
                 f"map_scale={self.map_scale}, checkpoint_curve={self.checkpoint_curve}, "
                 f"channels_last={self.channels_last}")
+
+
+EXPOSURE_CHECK_LEVELS = (0.05, 0.1, 0.2, 0.35)
+
+
+@torch.no_grad()
+def exposure_response(darkener: nn.Module, images: Tensor, levels=EXPOSURE_CHECK_LEVELS,
+                      batch_size: int = 64) -> list:
+    """Does D follow ``E``? Mean brightness of ``D(I, E)`` over ``images`` at each exposure level.
+
+    Brightness is the mean over channels and pixels of the darkened image, averaged over the images (the quantity
+    an exposure level asks for, METHOD.md §4.1). Runs D in eval mode on the device of its parameters, batch by batch,
+    and restores its training mode.
+
+    Args:
+        darkener: a :class:`DarkeningNet` (or any module ``(images, exposure) -> output with .image``).
+        images: ``(N, 3, H, W)`` in ``[0, 1]``, normally held-out photos D was not trained on.
+        levels: the exposure levels ``E`` to try (default 0.05, 0.1, 0.2, 0.35).
+        batch_size: images per forward pass.
+
+    Returns:
+        One dict per level: ``{"exposure": E, "mean": brightness, "error": brightness - E, "image_std": std over
+        the images of their own brightness}``.
+    """
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(f"exposure_response expects a non-empty (N, 3, H, W) batch, got {tuple(images.shape)}")
+    param = next(darkener.parameters(), None)
+    device = param.device if param is not None else images.device
+    was_training = darkener.training
+    darkener.eval()
+    try:
+        rows = []
+        for level in levels:
+            means = []
+            for chunk in images.split(batch_size):
+                chunk = chunk.to(device)
+                e = torch.full((chunk.shape[0],), float(level), device=device)
+                means.append(darkener(chunk, e).image.float().mean(dim=(1, 2, 3)).cpu())
+            m = torch.cat(means)
+            mean = float(m.mean())
+            rows.append({"exposure": float(level), "mean": mean, "error": mean - float(level),
+                         "image_std": float(m.std()) if m.numel() > 1 else 0.0})
+        return rows
+    finally:
+        darkener.train(was_training)
