@@ -46,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seg_memory import resident_bytes, transient_peak_bytes  # noqa: E402
 from seg_speed import build as build_segmentation  # noqa: E402
+from seg_speed import TensorItems  # noqa: E402
 from seg_speed import floor_step as extractor_floor_step  # noqa: E402
 
 from simmm.engine import Engine  # noqa: E402
@@ -68,15 +69,7 @@ class SyntheticClassification(Classification):
         g = torch.Generator().manual_seed(0)
         images = torch.rand(self.items, 3, self.size, self.size, generator=g)
         labels = torch.randint(0, self.classes_n, (self.items,), generator=g)
-
-        class Items(torch.utils.data.Dataset):
-            def __len__(self):
-                return len(images)
-
-            def __getitem__(self, i):
-                return {"image": images[i], "target": labels[i]}
-
-        return Items()
+        return TensorItems(images, labels)
 
     def eval_sets(self):
         return [EvalSet("none", self.train_dataset())]
