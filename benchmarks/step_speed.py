@@ -44,6 +44,7 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's simmm, not an installed one
 from seg_memory import resident_bytes, transient_peak_bytes  # noqa: E402
 from seg_speed import build as build_segmentation  # noqa: E402
 from seg_speed import TensorItems  # noqa: E402
