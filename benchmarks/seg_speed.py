@@ -36,6 +36,19 @@ from simmm.task import EvalSet
 from simmm.tasks.segmentation import Segmentation
 
 
+class TensorItems(torch.utils.data.Dataset):
+    """``{"image": images[i], "target": labels[i]}`` items over two tensors."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "target": self.labels[i]}
+
+
 class SyntheticSegmentation(Segmentation):
     """The segmentation task on random images/labels of a fixed size (no dataset needed)."""
 
@@ -46,15 +59,7 @@ class SyntheticSegmentation(Segmentation):
         g = torch.Generator().manual_seed(0)
         images = torch.rand(16, 3, h, w, generator=g)
         labels = torch.randint(0, 19, (16, h, w), generator=g)
-
-        class Items(torch.utils.data.Dataset):
-            def __len__(self):
-                return len(images)
-
-            def __getitem__(self, i):
-                return {"image": images[i], "target": labels[i]}
-
-        return Items()
+        return TensorItems(images, labels)
 
     def eval_sets(self):
         return [EvalSet("none", self.train_dataset())]

@@ -16,7 +16,7 @@ from the output ``o`` of a small depthwise-separable network, then applies the q
 The result is clamped to ``[0, 1]``.
 
 Functional form: :func:`darken`; module forms: :class:`Darken` (the mapping only) and :class:`DarkeningNet`
-(network + mapping).
+(network + mapping). :func:`exposure_response` checks that a trained D follows its exposure input.
 
 Video: D works on images. A batch of clips ``(B, 3, T, H, W)`` is darkened as ``B·T`` frames
 (:func:`fold_clips`, then :func:`unfold_clips`), each clip's exposure given to all its frames
@@ -33,8 +33,8 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from .exposure import expand_exposure
 
-__all__ = ["MAPPINGS", "DarkeningOutput", "darken", "Darken", "DarkeningNet", "fold_clips", "unfold_clips",
-           "clip_exposure"]
+__all__ = ["MAPPINGS", "EXPOSURE_CHECK_LEVELS", "DarkeningOutput", "darken", "Darken", "DarkeningNet",
+           "exposure_response", "fold_clips", "unfold_clips", "clip_exposure"]
 
 MAPPINGS = ("code", "paper")
 
@@ -309,3 +309,57 @@ def clip_exposure(exposure: Tensor, length: int) -> Tensor:
             raise ValueError(f"clip_exposure: a map for {exposure.shape[1]} frames, clips of {length}")
         return exposure.reshape(-1, *exposure.shape[2:])
     return exposure.repeat_interleave(length, dim=0)
+
+
+EXPOSURE_CHECK_LEVELS = (0.05, 0.1, 0.2, 0.35)
+
+
+@torch.no_grad()
+def exposure_response(darkener: nn.Module, images, levels=EXPOSURE_CHECK_LEVELS, batch_size: int = 64) -> list:
+    """Does D follow ``E``? Mean brightness of ``D(I, E)`` over ``images`` at each exposure level.
+
+    Brightness is the mean over channels and pixels of the darkened image, averaged over the images (the quantity
+    an exposure level asks for, METHOD.md §4.1). Runs D in eval mode on the device of its parameters, batch by batch,
+    and restores its training mode.
+
+    Args:
+        darkener: a :class:`DarkeningNet` (or any module ``(images, exposure) -> output with .image``).
+        images: ``(N, 3, H, W)`` in ``[0, 1]``, or a list of ``(3, H, W)`` images whose sizes may differ (each
+            then goes through D on its own); normally held-out photos D was not trained on.
+        levels: the exposure levels ``E`` to try (default 0.05, 0.1, 0.2, 0.35).
+        batch_size: images per forward pass.
+
+    Returns:
+        One dict per level: ``{"exposure": E, "mean": brightness, "error": brightness - E, "image_std": std over
+        the images of their own brightness}``.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images or any(im.dim() != 3 for im in images):
+            raise ValueError("exposure_response expects a non-empty list of (3, H, W) images")
+        if len({tuple(im.shape) for im in images}) == 1:
+            images = torch.stack(list(images))
+        else:
+            batches = [im[None] for im in images]
+    if isinstance(images, Tensor):
+        if images.dim() != 4 or images.shape[0] == 0:
+            raise ValueError(f"exposure_response expects a non-empty (N, 3, H, W) batch, got {tuple(images.shape)}")
+        batches = images.split(batch_size)
+    param = next(darkener.parameters(), None)
+    device = param.device if param is not None else batches[0].device
+    was_training = darkener.training
+    darkener.eval()
+    try:
+        rows = []
+        for level in levels:
+            means = []
+            for chunk in batches:
+                chunk = chunk.to(device)
+                e = torch.full((chunk.shape[0],), float(level), device=device)
+                means.append(darkener(chunk, e).image.float().mean(dim=(1, 2, 3)).cpu())
+            m = torch.cat(means)
+            mean = float(m.mean())
+            rows.append({"exposure": float(level), "mean": mean, "error": mean - float(level),
+                         "image_std": float(m.std()) if m.numel() > 1 else 0.0})
+        return rows
+    finally:
+        darkener.train(was_training)

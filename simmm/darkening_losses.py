@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .exposure import expand_exposure
@@ -69,7 +70,7 @@ def feature_similarity(feats_a: Feats, feats_b: Feats) -> Tensor:
     return total / len(fa)
 
 
-def exposure_loss(image: Tensor, exposure: Union[float, Tensor], norm: str = "l2") -> Tensor:
+def exposure_loss(image: Tensor, exposure: Union[float, Tensor], norm: str = "l2", patch: int = 1) -> Tensor:
     r"""Exposure control loss ``L_exp``.
 
     .. math::
@@ -79,19 +80,33 @@ def exposure_loss(image: Tensor, exposure: Union[float, Tensor], norm: str = "l2
 
     or ``|.|`` instead of ``(.)^2`` (l1, as the paper writes it).
 
+    With ``patch = p > 1`` both the channel mean of ``D(I)`` and ``E`` are first averaged over non-overlapping
+    ``p x p`` patches (``avg_pool2d``, a remainder at the right/bottom edge is dropped), as in Zero-DCE's
+    exposure loss and the ``patch_size`` argument of the SMM authors' ``L_exp`` (their default 1). Per pixel
+    (``p = 1``) the loss also charges the image's own contrast, which grows with the exposure asked for: on
+    high-contrast photos a D that keeps contrast and follows ``E`` then scores barely better than one that
+    ignores ``E`` (see ``docs``/README "The darkener follows E"). ``p`` is clipped to the image size.
+
     Args:
         image: darkened image ``(B, C, H, W)``.
         exposure: target level: a number, ``(B,)`` scalars or a ``(B, 1, H, W)`` map (resized bilinearly
             if its size differs from the image's).
         norm: ``"l2"`` (default) or ``"l1"``.
+        patch: side ``p`` of the averaging patches (default 1: per pixel, the authors' default).
 
     Returns:
         Scalar.
     """
     if norm not in ("l1", "l2"):
         raise ValueError(f"exposure_loss: norm must be 'l1' or 'l2', got {norm!r}")
+    if patch < 1:
+        raise ValueError(f"exposure_loss: patch must be >= 1, got {patch}")
     n, _, h, w = image.shape
-    d = image.mean(dim=1, keepdim=True) - expand_exposure(exposure, n, h, w, like=image)
+    gray, target = image.mean(dim=1, keepdim=True), expand_exposure(exposure, n, h, w, like=image)
+    if patch > 1:
+        kernel = (min(patch, h), min(patch, w))
+        gray, target = F.avg_pool2d(gray, kernel), F.avg_pool2d(target, kernel)
+    d = gray - target
     return d.square().mean() if norm == "l2" else d.abs().mean()
 
 
@@ -181,17 +196,19 @@ class FeatureSimilarity(nn.Module):
 class ExposureLoss(nn.Module):
     """Module form of :func:`exposure_loss`."""
 
-    def __init__(self, norm: str = "l2") -> None:
+    def __init__(self, norm: str = "l2", patch: int = 1) -> None:
         super().__init__()
         if norm not in ("l1", "l2"):
             raise ValueError(f"ExposureLoss: norm must be 'l1' or 'l2', got {norm!r}")
-        self.norm = norm
+        if patch < 1:
+            raise ValueError(f"ExposureLoss: patch must be >= 1, got {patch}")
+        self.norm, self.patch = norm, int(patch)
 
     def forward(self, image: Tensor, exposure: Union[float, Tensor]) -> Tensor:
-        return exposure_loss(image, exposure, self.norm)
+        return exposure_loss(image, exposure, self.norm, self.patch)
 
     def extra_repr(self) -> str:
-        return f"norm={self.norm!r}"
+        return f"norm={self.norm!r}, patch={self.patch}"
 
 
 class ColorConstancyLoss(nn.Module):
@@ -243,6 +260,8 @@ class DarkeningLoss(nn.Module):
     Args:
         sim, exposure, color, tv, flex: the weights ``λ`` (defaults: 0.1, 10, 25, 1600, 5).
         exposure_norm: ``"l2"`` (code, default) or ``"l1"`` (paper), see :func:`exposure_loss`.
+        exposure_patch: patch side over which ``L_exp`` averages (default 1: per pixel), see
+            :func:`exposure_loss`.
         tv_alpha: ``α`` of :func:`tent_tv_loss`.
 
     ``forward(output, exposure, feats_day, feats_dark) -> (total, terms)``: ``terms`` maps
@@ -253,15 +272,18 @@ class DarkeningLoss(nn.Module):
     TERMS = ("sim", "exposure", "color", "tv", "flex")
 
     def __init__(self, sim: float = 0.1, exposure: float = 10.0, color: float = 25.0, tv: float = 1600.0,
-                 flex: float = 5.0, exposure_norm: str = "l2", tv_alpha: float = 0.02) -> None:
+                 flex: float = 5.0, exposure_norm: str = "l2", tv_alpha: float = 0.02,
+                 exposure_patch: int = 1) -> None:
         super().__init__()
         if exposure_norm not in ("l1", "l2"):
             raise ValueError(f"DarkeningLoss: exposure_norm must be 'l1' or 'l2', got {exposure_norm!r}")
+        if exposure_patch < 1:
+            raise ValueError(f"DarkeningLoss: exposure_patch must be >= 1, got {exposure_patch}")
         self.weights: Dict[str, float] = {
             "sim": float(sim), "exposure": float(exposure), "color": float(color),
             "tv": float(tv), "flex": float(flex),
         }
-        self.exposure_norm, self.tv_alpha = exposure_norm, float(tv_alpha)
+        self.exposure_norm, self.tv_alpha, self.exposure_patch = exposure_norm, float(tv_alpha), int(exposure_patch)
 
     def forward(self, output, exposure: Union[float, Tensor], feats_day: Optional[Feats] = None,
                 feats_dark: Optional[Feats] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -269,7 +291,7 @@ class DarkeningLoss(nn.Module):
         w = self.weights
         fns = {
             "sim": lambda: feature_similarity(feats_day, feats_dark),
-            "exposure": lambda: exposure_loss(image, exposure, self.exposure_norm),
+            "exposure": lambda: exposure_loss(image, exposure, self.exposure_norm, self.exposure_patch),
             "color": lambda: color_constancy_loss(image),
             "tv": lambda: tent_tv_loss(A, self.tv_alpha),
             "flex": lambda: flexibility_loss(B),
@@ -289,4 +311,5 @@ class DarkeningLoss(nn.Module):
 
     def extra_repr(self) -> str:
         ws = ", ".join(f"{k}={v}" for k, v in self.weights.items())
-        return f"{ws}, exposure_norm={self.exposure_norm!r}, tv_alpha={self.tv_alpha}"
+        return (f"{ws}, exposure_norm={self.exposure_norm!r}, exposure_patch={self.exposure_patch}, "
+                f"tv_alpha={self.tv_alpha}")

@@ -103,3 +103,32 @@ def test_night_realism_flags_beyond_two_real_std_and_never_noise_mid(tmp_path):
     assert saved["presets"]["street"]["z"] == pytest.approx(report["presets"]["street"]["z"])
     assert set(saved["presets"]["street"]["z"]) == set(STATS) and saved["max_side"] == 256
     assert "street" in (tmp_path / "night_realism.txt").read_text()
+
+
+def test_step_speed_floors_do_what_they_claim(monkeypatch):
+    """The darkener floor never runs D and back-propagates to its input only; the quick settings build and every
+    step kind runs on them."""
+    from types import SimpleNamespace
+
+    import step_speed
+
+    setting = SimpleNamespace(**step_speed.TASKS["classification"][2])
+    engine = step_speed.classification(setting, ("darkener", "extractor"), 1.0)
+    batch, steps = step_speed.step_functions(engine, setting)
+    assert set(steps) == {"darkener", "darkener_floor", "extractor", "extractor_floor"}
+    darkener = engine.method.darkener
+    monkeypatch.setattr(darkener, "forward", lambda *a, **k: pytest.fail("the darkener floor ran D"))
+    seen = []
+    real = engine.method.net.forward
+
+    def spy(images, output=True):
+        seen.append((images.requires_grad, torch.is_grad_enabled()))
+        return real(images, output=output)
+
+    monkeypatch.setattr(engine.method.net, "forward", spy)
+    steps["darkener_floor"]()
+    assert seen == [(False, False), (True, True)]  # F on I without grad, then F on an input that takes a gradient
+    assert all(p.grad is None for p in engine.model.parameters())  # F is frozen in the darkener phase
+    monkeypatch.undo()
+    for name in ("darkener", "extractor", "extractor_floor"):
+        steps[name]()

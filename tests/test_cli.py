@@ -1,4 +1,5 @@
 """The command line: each command runs, and bad input ends in one clear paragraph with a non-zero exit code."""
+import json
 import re
 import subprocess
 import sys
@@ -55,6 +56,9 @@ def test_train_eval_darken_end_to_end(trained, capsys):
         assert (run / name).exists(), name
     report = (run / "report.json").read_text()
     assert "night_street/top1" in report and "night_test/top1_adabn" in report
+    exposure = json.loads((run / "darkener_exposure.json").read_text())  # does the trained D follow E?
+    assert [r["exposure"] for r in exposure["levels"]] == [0.05, 0.1, 0.2, 0.35]
+    assert exposure["max_abs_error"] == max(abs(r["mean"] - r["exposure"]) for r in exposure["levels"])
     assert main(["eval", SMOKE, *smoke_args, "--checkpoint", str(run / "checkpoints" / "last.pt"),
                  "--json", str(tmp_path / "m.json")]) == 0
     assert "day_test/top1" in (tmp_path / "m.json").read_text()

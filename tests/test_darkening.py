@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from simmm.darkening import Darken, DarkeningNet, DarkeningOutput, darken
+from simmm.darkening import Darken, DarkeningNet, DarkeningOutput, darken, exposure_response
 
 
 def _maps(shape, dtype=torch.float64, seed=0):
@@ -293,3 +293,47 @@ def test_bf16_autocast_keeps_maps_and_output_in_float32(device):
     assert mixed.image.dtype == mixed.A.dtype == mixed.B.dtype == torch.float32
     assert (mixed.B - reference.B).abs().max() < 1e-4
     assert (mixed.image - reference.image).abs().max() < 0.01
+
+
+class _Fixed(torch.nn.Module):
+    """A stand-in darkener: ``scale * image + follow * E`` (one parameter, so it has a device)."""
+
+    def __init__(self, scale: float, follow: float) -> None:
+        super().__init__()
+        self.scale, self.follow = torch.nn.Parameter(torch.tensor(scale)), follow
+
+    def forward(self, image, exposure):
+        assert not self.training  # exposure_response evaluates in eval mode
+        return DarkeningOutput(image * self.scale + self.follow * exposure.view(-1, 1, 1, 1), None, None)
+
+
+def test_exposure_response_hand_values():
+    images = torch.stack([torch.full((3, 4, 4), 0.2), torch.full((3, 4, 4), 0.6)])  # brightness 0.2 and 0.6
+    # follows E exactly: 0 * image + E
+    rows = exposure_response(_Fixed(0.0, 1.0), images, levels=(0.05, 0.35), batch_size=1)
+    assert [r["exposure"] for r in rows] == [0.05, 0.35]
+    assert [r["mean"] for r in rows] == pytest.approx([0.05, 0.35])
+    assert [r["error"] for r in rows] == pytest.approx([0.0, 0.0], abs=1e-7)
+    assert rows[0]["image_std"] == pytest.approx(0.0, abs=1e-7)
+    # ignores E: half the image, means 0.1 and 0.3 -> 0.2 at every level; std of (0.1, 0.3) = 0.1414
+    net = _Fixed(0.5, 0.0).train()
+    rows = exposure_response(net, images, levels=(0.05, 0.1, 0.2, 0.35))
+    assert [r["mean"] for r in rows] == pytest.approx([0.2] * 4)
+    assert [r["error"] for r in rows] == pytest.approx([0.15, 0.1, 0.0, -0.15], abs=1e-7)
+    assert rows[0]["image_std"] == pytest.approx(2**0.5 / 10)
+    assert net.training  # the mode is restored
+    with pytest.raises(ValueError, match=r"non-empty \(N, 3, H, W\) batch"):
+        exposure_response(net, torch.zeros(0, 3, 4, 4))
+
+
+
+def test_exposure_response_takes_images_of_different_sizes():
+    """A list of images of different sizes goes through D one by one; the brightness is averaged per image (not per
+    pixel): images 2x2 at 0.2 and 4x6 at 0.6, halved -> 0.1 and 0.3 -> 0.2."""
+    images = [torch.full((3, 2, 2), 0.2), torch.full((3, 4, 6), 0.6)]
+    rows = exposure_response(_Fixed(0.5, 0.0), images, levels=(0.1,))
+    assert rows[0]["mean"] == pytest.approx(0.2) and rows[0]["image_std"] == pytest.approx(2**0.5 / 10)
+    same = exposure_response(_Fixed(0.5, 0.0), [torch.full((3, 2, 2), 0.2), torch.full((3, 2, 2), 0.6)], levels=(0.1,))
+    assert same[0]["mean"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="non-empty list of"):
+        exposure_response(_Fixed(0.5, 0.0), [torch.zeros(1, 3, 2, 2)])

@@ -58,6 +58,24 @@ def test_exposure_loss_hand_values():
         exposure_loss(img, 0.2, norm="l3")
 
 
+def test_exposure_loss_patch_hand_values():
+    img = _image()  # channel means 0.3, 0.3 / 0.4, 0.2: their 2x2 mean is 0.3
+    assert exposure_loss(img, 0.25, patch=2).item() == pytest.approx(0.05**2)
+    assert exposure_loss(img, 0.25, norm="l1", patch=2).item() == pytest.approx(0.05)
+    # a patch larger than the image is clipped to it: the same whole-image mean
+    assert ExposureLoss(patch=16)(img, torch.tensor([0.25], dtype=D)).item() == pytest.approx(0.05**2)
+    # an E map is averaged over the same patch: (0.3+0.3+0.4+0.5)/4 = 0.375 vs 0.3
+    e = torch.tensor([[[[0.3, 0.3], [0.4, 0.5]]]], dtype=D)
+    assert exposure_loss(img, e, patch=2).item() == pytest.approx(0.075**2)
+    # a 1x4 strip in 1x2 patches (the height clipped to 1): means 0.1 and 0.5 vs 0.2
+    strip = torch.tensor([[0.0, 0.2, 0.4, 0.6]], dtype=D).expand(3, 1, 4)[None]
+    assert exposure_loss(strip, 0.2, patch=2).item() == pytest.approx((0.01 + 0.09) / 2)
+    loss = DarkeningLoss(sim=0, color=0, tv=0, flex=0, exposure=1, exposure_patch=2)
+    assert loss(DarkeningOutput(img, img, img), 0.25)[0].item() == pytest.approx(0.05**2)
+    with pytest.raises(ValueError, match="patch must be >= 1, got 0"):
+        exposure_loss(img, 0.2, patch=0)
+
+
 def test_color_constancy_hand_value_and_grey_gradient():
     # R=0.45, G=B=0.225: sqrt(0.225^4 + 0.225^4 + 0) = 0.225^2 * sqrt(2)
     assert color_constancy_loss(_image()).item() == pytest.approx(0.225 ** 2 * math.sqrt(2))

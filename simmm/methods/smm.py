@@ -27,6 +27,7 @@ the clips.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -34,9 +35,10 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
+from simmm.atomic import atomic_write
 from simmm.byol import BYOLHeads, copy_as_target, update_momentum
 from simmm.checkpoint import load_modules
-from simmm.darkening import DarkeningNet, clip_exposure, fold_clips, unfold_clips
+from simmm.darkening import DarkeningNet, clip_exposure, exposure_response, fold_clips, unfold_clips
 from simmm.darkening_losses import DarkeningLoss
 from simmm.errors import RecipeError
 from simmm.exposure import compound_exposure, sample_exposure
@@ -75,7 +77,8 @@ class DarkenerLossWeights:
 class DarkenerConfig:
     """The darkening module D, its exposure sampling and its losses.
 
-    ``train_size`` [H, W]: D's phase resizes its training views to this size (the SMM paper trains D on
+    ``exposure_patch``: side of the patches over which L_exp compares D(I)'s brightness with E (1: per pixel, the
+    authors' default; their ``L_exp`` takes a ``patch_size``, Zero-DCE uses 16). ``train_size`` [H, W]: D's phase resizes its training views to this size (the SMM paper trains D on
     Cityscapes at 256×512 while F sees 384×768 crops); empty: the views as they come.
     """
 
@@ -85,6 +88,7 @@ class DarkenerConfig:
     map_scale: float = 1.0
     exposure_range: tuple[float, float] = (0.0, 0.5)
     exposure_norm: Literal["l2", "l1"] = "l2"
+    exposure_patch: int = 1
     tv_alpha: float = 0.02
     weights: DarkenerLossWeights = field(default_factory=DarkenerLossWeights)
     compound: CompoundExposureConfig = field(default_factory=CompoundExposureConfig)
@@ -94,6 +98,7 @@ class DarkenerConfig:
     def check(self, path: str) -> None:
         positive(self.width, f"{path}.width")
         positive(self.iterations, f"{path}.iterations")
+        positive(self.exposure_patch, f"{path}.exposure_patch")
         if not 0.0 < self.map_scale <= 1.0:
             raise RecipeError(f"{path}.map_scale: got {self.map_scale}; expected a value in (0, 1]")
         lo, hi = self.exposure_range
@@ -205,7 +210,7 @@ class SMM(Method):
             load_modules(d.checkpoint, {"darkener": self.darkener})  # None (not used here): only checked
         self.darkening_loss = DarkeningLoss(sim=d.weights.sim, exposure=d.weights.exposure, color=d.weights.color,
                                             tv=d.weights.tv, flex=d.weights.flex, exposure_norm=d.exposure_norm,
-                                            tv_alpha=d.tv_alpha)
+                                            tv_alpha=d.tv_alpha, exposure_patch=d.exposure_patch)
         self.byol: Optional[BYOLHeads] = None
         self.target: Optional[nn.Module] = None
         if "extractor" in active and o.adapt.byol_weight > 0:
@@ -342,12 +347,20 @@ class SMM(Method):
 
     # --- what a finished run shows ----------------------------------------------------------------------------
     def write_artifacts(self, run_dir: Path, eval_sets) -> list[Path]:
-        """``darkening.png``: what the darkener learned, beside the physical night simulator."""
+        """``darkening.png``: what the darkener learned, beside the physical night simulator; ``darkener_exposure.json``:
+        whether D follows E (:func:`simmm.darkening.exposure_response` on the first evaluation set, held out)."""
         if self.darkener is None or not eval_sets:
             return []
         path = Path(run_dir) / "darkening.png"
-        darkening_grid(self.darkener, eval_sets[0].dataset, path, self.context.device, still=self.task.still)
-        return [path]
+        dataset = eval_sets[0].dataset
+        darkening_grid(self.darkener, dataset, path, self.context.device, still=self.task.still)
+        images = [self.task.still(dataset[i]) for i in range(min(len(dataset), EXPOSURE_CHECK_IMAGES))]
+        rows = exposure_response(self.darkener, images)
+        table = Path(run_dir) / "darkener_exposure.json"
+        text = json.dumps({"eval_set": eval_sets[0].name, "images": len(images), "levels": rows,
+                           "max_abs_error": max(abs(r["error"]) for r in rows)}, indent=2)
+        atomic_write(table, lambda f: f.write(text.encode()))
+        return [path, table]
 
 
 def fixed_darkening(images: torch.Tensor, exposure: torch.Tensor, kind: str) -> torch.Tensor:
@@ -367,6 +380,7 @@ def fixed_darkening(images: torch.Tensor, exposure: torch.Tensor, kind: str) -> 
 
 
 GRID_EXPOSURES = (0.05, 0.1, 0.2, 0.35)
+EXPOSURE_CHECK_IMAGES = 256  # held-out images darkener_exposure.json is measured on
 GRID_PRESETS = ("street", "urban", "dark")
 
 
