@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from simmm.errors import DataError
+
 __all__ = ["PHOTOS", "load_photo", "photo_crops"]
 
 # real colour photographs bundled with scikit-image (CC0 / public domain, see skimage/data/README.txt)
@@ -20,9 +22,18 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immu
 
 
 def load_photo(name: str) -> torch.Tensor:
-    """One bundled photo as float (3, H, W) in [0, 1]."""
+    """One photo as float (3, H, W) in [0, 1]: a scikit-image bundled photo by name (``"astronaut"``), or an image
+    file by path (any name with a ``/``, e.g. a photo of Debian's opencv-doc; a missing or unreadable file raises
+    :class:`~simmm.errors.DataError` naming it)."""
+    if "/" in name:
+        from simmm.data.images import image_to_tensor, read_image
+
+        return image_to_tensor(read_image(name))
     import skimage.data
 
+    if not callable(getattr(skimage.data, name, None)):
+        raise DataError(f"photo {name!r}: not a photo scikit-image ships (skimage.data.{name}) and not a file path; "
+                        f"the bundled colour photos: {', '.join(PHOTOS)}")
     array = getattr(skimage.data, name)()
     if isinstance(array, tuple):  # stereo_motorcycle: (left, right, disparity); keep the left view
         array = array[0]
