@@ -328,3 +328,23 @@ def test_load_raw_errors_name_the_path(tmp_path):
         load_raw(bad)
     with pytest.raises(DataError, match="nope.dng"):
         simulate_night_raw(missing, "street", seed=0)
+
+
+def test_jpeg_at_the_camera_resolution_then_downscaled():
+    """jpeg(x, q, scale): compressed at scale x the size (bilinear) and area-averaged back: a flat image stays flat
+    (JPEG keeps a flat 8x8 block exactly), the size is kept, and the 8-px block steps of a textured image shrink."""
+    from simmm.night import jpeg
+    from simmm.night_stats import night_stats
+
+    flat = torch.full((1, 3, 16, 24), 128 / 255)
+    assert torch.equal(jpeg(flat, 50, scale=3), jpeg(flat, 50))
+    assert jpeg(flat, 50, scale=3).shape == flat.shape
+    from simmm.data.photos import load_photo
+
+    photo = torch.nn.functional.interpolate(load_photo("astronaut")[None], size=(128, 128), mode="bilinear",
+                                            antialias=True).clamp(0, 1)
+    blocky = night_stats(jpeg(photo, 30)[0])["block"]            # 1.36 measured
+    soft = night_stats(jpeg(photo, 30, scale=6)[0])["block"]     # 1.03
+    assert blocky > 1.3 and soft < 1.05
+    with pytest.raises(SimmmError, match="jpeg_scale must be an integer >= 1"):
+        NightParams(jpeg_scale=0)
