@@ -306,3 +306,26 @@ def test_engine_evaluates_every_set_and_adabn_on_enhanced_images(tmp_path):
     assert len(seen) == 3 * len(expected)  # top-1, AdaBN statistics, AdaBN top-1: every pass enhanced
     for x in seen:
         assert any(x.shape == e.shape and torch.allclose(x, e, atol=1e-5) for e in expected)
+
+
+def test_predict_runs_the_model_behind_the_enhancer(tmp_path, image_writer, capsys):
+    from simmm.checkpoint import load_modules
+    from simmm.cli import main
+    from simmm.data.images import load_image_tensor
+    from simmm.engine import Engine
+
+    sets = [f"--set=output_dir={tmp_path / 'run'}", "--set=data.night_sim.presets=[]"]
+    engine = Engine(load_recipe("recipes/cls_smoke.yaml", [s.split("=", 1)[1] for s in sets]))
+    engine.save(tmp_path / "init.pt")  # untrained weights are enough to compare outputs
+    image = image_writer(tmp_path / "photo.png", size=(40, 32), seed=3)
+    out = tmp_path / "pred"
+    assert main(["predict", "recipes/cls_smoke.yaml", str(image), *sets, "--set=eval.enhance=gamma",
+                 "--set=eval.enhance_gamma=0.3", "--checkpoint", str(tmp_path / "init.pt"), "--out", str(out)]) == 0
+    row = (out / "predictions.csv").read_text().splitlines()[1].split(",")
+    model = engine.adapter.build_model()
+    load_modules(tmp_path / "init.pt", {"model": model})
+    with torch.no_grad():
+        x = load_image_tensor(str(image), size=engine.recipe.data.image_size)[None]
+        probs = model.eval()(x ** 0.3).softmax(1)[0]
+    k = int(probs.argmax())
+    assert row[1] == engine.adapter.classes[k] and abs(float(row[2]) - float(probs[k])) < 1e-4
