@@ -172,6 +172,23 @@ def test_the_shipped_weights_brighten_a_dark_real_photo():
     assert float(enh[bright].mean()) > float(enh[~bright].mean())
 
 
+@needs_weights
+def test_the_shipped_weights_give_what_the_package_s_own_network_gives():
+    """Reference: the package's model.py (plain torch; loaded from its file, since the package's __init__ imports
+    OpenCV), with the package's own checkpoint."""
+    from simmm.enhance import zero_dce_weights
+
+    path = zero_dce_weights()
+    spec = importlib.util.spec_from_file_location("nll_model", path.parent.parent / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reference = module.ZeroDCEPP()
+    reference.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model_state_dict"])
+    x = torch.rand(2, 3, 19, 27, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.no_grad():
+        assert torch.allclose(load_zero_dce()(x), reference.eval()(x)[0], atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------ classical
 
 
