@@ -25,7 +25,7 @@ __all__ = [
 
 
 SUBMODULES = ("alignment", "atomic", "backbones", "byol", "checkpoint", "cli", "contrastive", "dania_losses",
-              "darkening", "darkening_losses", "data", "dist", "engine", "errors", "exposure", "inference", "logger",
+              "darkening", "darkening_losses", "data", "dist", "engine", "enhance", "errors", "exposure", "inference", "logger",
               "method", "methods", "metrics", "mining", "models", "night", "night_stats", "recipe", "registry", "report", "retrieval",
               "seed", "similarity", "task", "tasks", "weights", "whitening")
 

@@ -247,6 +247,7 @@ def cmd_predict(args) -> int:
     import torch
 
     from simmm.checkpoint import load_modules
+    from simmm.enhance import build_enhancer
     from simmm.data.images import load_image_tensor, save_image
     from simmm.task import get_task
 
@@ -261,9 +262,10 @@ def cmd_predict(args) -> int:
     if args.darkzurich_test and recipe.task != "segmentation":
         raise SimmmError("--darkzurich-test is for segmentation recipes")
     adapter = get_task(recipe.task)(recipe)
+    enhancer = build_enhancer(recipe.eval)  # the recipe's test-time enhancer (eval.enhance), read before the model
     model, modules = _method(recipe, adapter).inference_model(adapter.build_model())
     load_modules(args.checkpoint, modules, signature=adapter.signature())
-    model.eval()
+    model = _enhanced(model, enhancer).eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if recipe.task == "classification":
@@ -318,6 +320,7 @@ def predict_places(args, recipe) -> int:
 
     from simmm.checkpoint import load_modules
     from simmm.data.images import is_image_file, save_grid
+    from simmm.enhance import build_enhancer
     from simmm.data.retrieval_db import ImageList
     from simmm.retrieval import search
     from simmm.task import get_task
@@ -335,9 +338,10 @@ def predict_places(args, recipe) -> int:
     if missing:
         raise SimmmError(f"predict: query image {missing[0]} does not exist")
     adapter = get_task(recipe.task)(recipe)
+    enhancer = build_enhancer(recipe.eval)
     model = adapter.build_model()
     load_modules(args.checkpoint, {"model": model}, signature=adapter.signature())
-    model.eval()
+    model = _enhanced(model, enhancer).eval()
     size = next(iter(recipe.data.eval.values())).image_size if recipe.data.eval else 1024
     db_images, q_images = ImageList(database, max_size=size), ImageList([Path(n) for n in args.images], max_size=size)
     db = adapter.describe_images(model, db_images, list(range(len(database))), "database descriptors")
@@ -374,6 +378,13 @@ def cmd_recipes(args) -> int:
         table.add_row(path.stem, first)
     Console().print(table)
     return 0
+
+
+def _enhanced(model, enhancer):
+    """``model`` behind the recipe's test-time enhancer (``eval.enhance``), or alone."""
+    from simmm.enhance import Enhancer
+
+    return model if enhancer is None else Enhancer(model, enhancer)
 
 
 def _method(recipe, adapter):

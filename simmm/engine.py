@@ -22,7 +22,8 @@ from simmm import dist
 from simmm.checkpoint import load_checkpoint, load_module_state, load_modules, save_checkpoint
 from simmm.data.loader import next_batch, worker_death_error, worker_died
 from simmm.data.sampler import ResumableBatchSampler
-from simmm.errors import CheckpointError, SimmmError
+from simmm.enhance import Enhancer, build_enhancer
+from simmm.errors import CheckpointError, RecipeError, SimmmError
 from simmm.logger import RunLogger, write_json
 from simmm.method import Context, Method, Phase, Player, get_method, set_trainable
 from simmm.recipe import PlayerConfig, Recipe, recipe_to_dict, save_recipe
@@ -134,6 +135,7 @@ class Engine:
         # data first: every bad input fails here, before any model is built or step is taken
         streams = self.method.streams()
         self.eval_sets = self.method.eval_sets(self.adapter.eval_sets())
+        self.enhancer = enhancer_for(recipe, self.eval_sets)  # test-time enhancement: its weights read now
         reads = self.method.player_streams()
         self.steps = {name: self._player_steps(name, cfg, [streams[s] for s in reads.get(name, ())])
                       for name, cfg in recipe.players.items()}
@@ -480,9 +482,13 @@ class Engine:
     # ----------------------------------------------------------------------------------------------- eval
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Every evaluation set of the task, with the model in eval mode. In a distributed run each process
-        evaluates its own share of every set (each sample once) and the task reduces its counts."""
+        """Every evaluation set of the task, with the model in eval mode (behind the recipe's ``eval.enhance``
+        enhancer, when it names one: every set's images are enhanced, and AdaBN re-estimates its statistics on the
+        enhanced images). In a distributed run each process evaluates its own share of every set (each sample once)
+        and the task reduces its counts."""
         model = self.method.eval_model() or self.model
+        if self.enhancer is not None:  # the recipe's test-time enhancer in front (eval.enhance)
+            model = Enhancer(model, self.enhancer.to(self.device))
         modes = {m: m.training for m in model.modules()}
         model.eval()
         metrics: dict[str, float] = {}
@@ -573,7 +579,21 @@ class Engine:
 
 
 # keys that may differ between a run and its resumption without changing what it computes
-_RESUME_FREE = ("log.", "eval.every", "eval.batch_size", "num_workers", "device", "checkpoint.every")
+_RESUME_FREE = ("log.", "eval.every", "eval.batch_size", "eval.enhance", "num_workers", "device", "checkpoint.every")
+
+
+def enhancer_for(recipe: Recipe, eval_sets: list) -> Optional[nn.Module]:
+    """The test-time enhancer of ``eval.enhance`` (None: none). An evaluation set predicted by its method's own
+    prediction (:attr:`simmm.task.EvalSet.predict`: DANIA's day–night fusion) reaches into the model past its forward
+    pass, where no enhancer can stand in front: refused, naming the set."""
+    enhancer = build_enhancer(recipe.eval)
+    if enhancer is not None:
+        own = [s.name for s in eval_sets if s.predict is not None]
+        if own:
+            raise RecipeError(f"eval.enhance: {recipe.eval.enhance} cannot stand in front of the evaluation set "
+                              f"{own[0]!r}, which method {recipe.method!r} predicts its own way (day–night fusion); "
+                              "use eval.enhance: none with this method")
+    return enhancer
 
 
 def _recipe_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -71,10 +71,33 @@ class PlayerConfig:
 
 @dataclass
 class EvalConfig:
+    """Evaluation: how often, which metric picks the best checkpoint, the batch size, and an optional test-time
+    low-light enhancer in front of the evaluated model (:mod:`simmm.enhance`; the same for every evaluation set, day
+    and night alike: a deployed system does not know which is which). ``enhance_weights``: a local Zero-DCE weights
+    file (default: the installed ``neuro-low-light`` package's); ``enhance_scale``: Zero-DCE's estimation
+    downscaling (1: full resolution); ``enhance_clip_limit``/``enhance_grid``: CLAHE's; ``enhance_gamma`` (0: per
+    image, the mean brought to ``enhance_target``)."""
+
     every: int = 0
     monitor: str = ""
     mode: Literal["max", "min"] = "max"
     batch_size: int = 64
+    enhance: Literal["none", "zero_dce", "clahe", "gamma"] = "none"
+    enhance_weights: str = ""
+    enhance_scale: float = 1.0
+    enhance_clip_limit: float = 2.0
+    enhance_grid: int = 8
+    enhance_gamma: float = 0.0
+    enhance_target: float = 0.5
+
+    def check(self, path: str) -> None:
+        if self.enhance_scale < 1:
+            raise RecipeError(f"{path}.enhance_scale: got {self.enhance_scale}; expected a downscaling factor >= 1")
+        positive(self.enhance_clip_limit, f"{path}.enhance_clip_limit")
+        positive(self.enhance_grid, f"{path}.enhance_grid")
+        non_negative(self.enhance_gamma, f"{path}.enhance_gamma")
+        if not 0 < self.enhance_target < 1:
+            raise RecipeError(f"{path}.enhance_target: got {self.enhance_target}; expected a mean in (0, 1)")
 
 
 @dataclass
