@@ -117,7 +117,8 @@ def first_conv(model: nn.Module) -> nn.Module:
 
 
 def by_hand(task: str, model: nn.Module, x: torch.Tensor):
-    """The model's features computed as CIConv (the function, on the raw [0, 1] input) then the backbone."""
+    """The model's features computed as CIConv (the function, on the raw [0, 1] input) then the backbone; for video
+    what the network's stem receives: CIConv of each frame, frame by frame."""
     s = model.normalize.scale
     if task == "classification":
         return model.net.forward_features(ciconv(x, s))
@@ -125,17 +126,19 @@ def by_hand(task: str, model: nn.Module, x: torch.Tensor):
         return model.encoder(ciconv(x, s))
     if task == "place_recognition":
         return model.net.forward_features(ciconv(x, s))
-    frames = torch.stack([ciconv(x[:, :, t], s) for t in range(x.shape[2])], dim=2)  # (B, 1, T, H, W)
-    out = model.stem(frames)
-    feats = []
-    for stage in model.stages:
-        out = stage(out)
-        feats.append(out)
-    return feats
+    return torch.stack([ciconv(x[:, :, t], s) for t in range(x.shape[2])], dim=2)  # (B, 1, T, H, W)
 
 
 def features(task: str, model: nn.Module, x: torch.Tensor):
-    return model.forward_with_features(x)[0] if task == "place_recognition" else model.forward_features(x)
+    if task == "place_recognition":
+        return model.forward_with_features(x)[0]
+    if task != "action":
+        return model.forward_features(x)
+    seen = []
+    hook = model.stem.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model.forward_features(x)
+    hook.remove()
+    return seen[0]
 
 
 @pytest.mark.parametrize("task", list(SMOKES))
