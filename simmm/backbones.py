@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, SimmmError
-from .weights import load_backbone_weights, parse_pretrained, pretrained_state_dict
+from .weights import adapt_input_channels, load_backbone_weights, parse_pretrained, pretrained_state_dict
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -97,7 +97,9 @@ def create_backbone(
             ``"offline"``.
         features_only: build timm's feature-extractor form (a list of stage maps, ``model.feature_info``).
         out_indices: stages returned by the feature extractor (timm's default when ``None``).
-        **kw: passed to ``timm.create_model`` (``num_classes``, ``drop_path_rate``, ``in_chans``, ...).
+        **kw: passed to ``timm.create_model`` (``num_classes``, ``drop_path_rate``, ``in_chans``, ...). With
+            ``in_chans`` other than 3 the RGB weights' first convolution is adapted (timm's rule, for every form of
+            ``pretrained``: for ``in_chans=1`` the sum over R, G and B).
 
     Returns:
         The model (train mode, as timm returns it).
@@ -136,6 +138,7 @@ def create_backbone(
     # all remaining forms: get a state dict, validate it on the full model, then (optionally) build features
     full = _timm_create(name, pretrained=False, **kw)
     state, source = pretrained_state_dict(name, kind, arg, full)
+    state = adapt_input_channels(state, full)
 
     if not features_only:
         load_backbone_weights(full, state, source=source)

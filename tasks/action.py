@@ -11,7 +11,8 @@ Built only on simmm's public API.
   transforms), on the batch's device. Batches are clips ``(B, 3, T, H, W)`` in [0, 1].
 * Model (:func:`simmm.models.create_video_model`): I3D (an inflated ResNet-50), or torchvision's ``r3d_18`` /
   ``r2plus1d_18``. Similarity features and BYOL input (METHOD.md §4.4): the pooled clip vector; BYOL projector
-  2048→64→64 and predictor 64→64→64 (§4.3).
+  2048→64→64 and predictor 64→64→64 (§4.3). ``model.ciconv: true``: CIConv's colour-invariant layer on every
+  frame instead of the normalisation (:mod:`simmm.models.ciconv`; the CIConv paper has no video experiment).
 * SMM darkens a clip frame by frame with one exposure map per clip, shared by its frames (METHOD.md §4.1).
 * Evaluation (METHOD.md §4.5): ``eval_clips`` = 20 clips per video at random starts seeded by the run's seed and
   the video's index, each resized to a short side of ``crop`` and centre-cropped; softmax averaged over the clips;
@@ -42,7 +43,8 @@ from simmm.task import DataReport, EvalSet, Forward, TaskAdapter, register_task
 class VideoModelConfig:
     """``arch``: ``i3d`` (the 2D timm ResNet ``backbone`` inflated), ``r3d_18`` or ``r2plus1d_18`` (torchvision).
     ``pretrained``: i3d: the 2D network's weights (``timm``, ``torchvision:resnet50``, a file), inflated; r3d_18 /
-    r2plus1d_18: ``torchvision`` (Kinetics-400) or a file. ``temporal_padding`` (i3d): ``replicate`` or ``zeros``."""
+    r2plus1d_18: ``torchvision`` (Kinetics-400) or a file. ``temporal_padding`` (i3d): ``replicate`` or ``zeros``.
+    ``ciconv``: CIConv's colour-invariant layer on each frame as the input stage (a one-channel network)."""
 
     arch: Literal["i3d", "r3d_18", "r2plus1d_18"] = "i3d"
     backbone: str = "resnet50"
@@ -50,6 +52,7 @@ class VideoModelConfig:
     num_classes: int = 0
     drop_rate: float = 0.0
     temporal_padding: Literal["replicate", "zeros"] = "replicate"
+    ciconv: bool = False
 
     def check(self, path: str) -> None:
         if not 0.0 <= self.drop_rate < 1.0:
@@ -148,12 +151,12 @@ class ActionRecognition(TaskAdapter):
         if m.arch not in VIDEO_ARCHS:
             raise RecipeError(f"model.arch: got {m.arch!r}; expected one of {', '.join(VIDEO_ARCHS)}")
         return create_video_model(m.arch, self.num_classes, pretrained=m.pretrained, backbone=m.backbone,
-                                  drop_rate=m.drop_rate, temporal_padding=m.temporal_padding)
+                                  drop_rate=m.drop_rate, temporal_padding=m.temporal_padding, ciconv=m.ciconv)
 
     def signature(self) -> dict:
         m = self.recipe.model
         return {"task": self.name, "arch": m.arch, "backbone": m.backbone if m.arch == "i3d" else "",
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes, **({"ciconv": True} if m.ciconv else {})}
 
     def forward(self, model: nn.Module, images: torch.Tensor, output: bool = True) -> Forward:
         pooled = model.forward_head(model.forward_features(images)[-1], pre_logits=True)

@@ -2,7 +2,8 @@
 
 Built only on simmm's public API: this file is also the worked example of a custom task.
 
-* Model: any timm classifier; it normalises its own input with its pretrained mean/std.
+* Model: any timm classifier; it normalises its own input with its pretrained mean/std, or, with
+  ``model.ciconv: true``, turns it into CIConv's colour-invariant channel (:mod:`simmm.models.ciconv`).
 * Similarity features (METHOD.md §4.4): the last backbone stage map. BYOL: the pooled vector (512-d for
   ResNet-18), projector 512→128→128 and predictor 128→128→128.
 * Views: RandomResizedCrop (scale 0.5–1) and horizontal flip, on the batch's device; colour jitter 0.3 after
@@ -31,16 +32,20 @@ from simmm.dist import is_distributed, sum_over_ranks
 from simmm.data.photos import PHOTOS, photo_crops
 from simmm.errors import DataError
 from simmm.logger import track
+from simmm.models.ciconv import backbone_options, input_stage
 from simmm.night import PRESETS, NightParams, simulate_night
 from simmm.task import DataReport, EvalSet, Forward, TaskAdapter, register_task
 
 
 @dataclass
 class ClassifierConfig:
+    """``ciconv``: CIConv's colour-invariant layer as the input stage (a one-channel backbone)."""
+
     backbone: str = "resnet18"
     pretrained: str = ""
     num_classes: int = 0
     drop_rate: float = 0.0
+    ciconv: bool = False
 
 
 @dataclass
@@ -106,12 +111,13 @@ class ClassificationDataConfig:
 
 
 class Classifier(nn.Module):
-    """A timm classifier that owns its input normalisation (inputs are images in [0, 1])."""
+    """A timm classifier that owns its input normalisation (inputs are images in [0, 1]). ``normalize``: the input
+    stage (default: the mean/std ``net``'s weights expect; :class:`simmm.models.ciconv.CIConv` for a CIConv model)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, normalize: nn.Module | None = None) -> None:
         super().__init__()
         mean, std = backbone_normalization(net)
-        self.normalize = Normalize(mean, std)
+        self.normalize = normalize if normalize is not None else Normalize(mean, std)
         self.net = net
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -172,11 +178,14 @@ class Classification(TaskAdapter):
 
     def build_model(self) -> nn.Module:
         m = self.recipe.model
-        net = create_backbone(m.backbone, m.pretrained, num_classes=self.num_classes, drop_rate=m.drop_rate)
-        return Classifier(net)
+        net = create_backbone(m.backbone, m.pretrained, num_classes=self.num_classes, drop_rate=m.drop_rate,
+                              **backbone_options(m.ciconv))
+        return Classifier(net, input_stage(net, m.ciconv))
 
     def signature(self) -> dict:
-        return {"task": self.name, "backbone": self.recipe.model.backbone, "num_classes": self.num_classes}
+        m = self.recipe.model
+        return {"task": self.name, "backbone": m.backbone, "num_classes": self.num_classes,
+                **({"ciconv": True} if m.ciconv else {})}
 
     def forward(self, model: nn.Module, images: torch.Tensor, output: bool = True) -> Forward:
         fmap = model.forward_features(images)

@@ -4,7 +4,8 @@ Built only on simmm's public API.
 
 * Model: :class:`simmm.models.retrieval_net.RetrievalNet` — any timm backbone (ResNet-101 by default), GeM pooling
   with a learnable exponent (initial 3; give it its own LR with ``players.<name>.lr_mult: {"*.pool.p": 10}``), L2
-  normalisation; batch norm frozen in training.
+  normalisation; batch norm frozen in training. ``model.ciconv: true``: CIConv's colour-invariant layer as the input
+  stage (:mod:`simmm.models.ciconv`; the CIConv paper's W-ResNet-101 GeM).
 * Training data: retrieval-SfM-120k tuples (query, positive, ``negatives`` hard negatives). Each epoch draws
   ``queries`` random pairs and a random pool of ``pool_size`` images and mines the negatives with the current model
   (:mod:`simmm.mining`); the mined tuples are checkpointed, so a resumed run continues with them. Training images
@@ -40,6 +41,7 @@ from simmm.dist import gather_rows, rank, world_size
 from simmm.errors import DataError, RecipeError
 from simmm.logger import track
 from simmm.mining import EpochTuples, mine_epoch
+from simmm.models.ciconv import backbone_options, input_stage
 from simmm.models.retrieval_net import RetrievalNet, multiscale_descriptor
 from simmm.retrieval import mean_average_precision, rank_all, recall_at
 from simmm.task import DataReport, EvalSet, Forward, TaskAdapter, register_task
@@ -54,6 +56,7 @@ class RetrievalModelConfig:
     pretrained: str = ""
     p: float = 3.0
     freeze_bn: bool = True
+    ciconv: bool = False
 
 
 @dataclass
@@ -152,12 +155,14 @@ class PlaceRecognition(TaskAdapter):
     # --- model ---------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         m = self.recipe.model
-        net = create_backbone(m.backbone, m.pretrained, num_classes=0, global_pool="")
-        self.model = RetrievalNet(net, p=m.p, freeze_bn=m.freeze_bn)  # mining describes images with it
+        net = create_backbone(m.backbone, m.pretrained, num_classes=0, global_pool="", **backbone_options(m.ciconv))
+        # mining describes images with it
+        self.model = RetrievalNet(net, p=m.p, freeze_bn=m.freeze_bn, normalize=input_stage(net, m.ciconv))
         return self.model
 
     def signature(self) -> dict:
-        return {"task": self.name, "backbone": self.recipe.model.backbone}
+        m = self.recipe.model
+        return {"task": self.name, "backbone": m.backbone, **({"ciconv": True} if m.ciconv else {})}
 
     def forward(self, model: nn.Module, images: torch.Tensor, output: bool = True) -> Forward:
         fmap, desc = model.forward_with_features(images)

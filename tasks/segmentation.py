@@ -2,7 +2,8 @@
 
 Built only on simmm's public API.
 
-* Model: a :class:`simmm.models.Segmenter` (RefineNet, DeepLab-v2 or PSPNet decoder on a timm encoder).
+* Model: a :class:`simmm.models.Segmenter` (RefineNet, DeepLab-v2 or PSPNet decoder on a timm encoder); with
+  ``model.ciconv: true`` its input stage is CIConv's colour-invariant layer (:mod:`simmm.models.ciconv`).
 * Similarity features and BYOL inputs (METHOD.md §4.4, §4.3): all four encoder stages; one conv projector
   (C→64, BN, ReLU, pool, 64→128→128) and predictor per stage.
 * Views: the pair's joint augmentation — random scale (±0.3), crop, flip, blur and cutout, and colour jitter — is
@@ -47,6 +48,7 @@ class SegmenterConfig:
     output_stride: int = 0
     features: int = 0
     checkpointing: bool = False
+    ciconv: bool = False
 
     def check(self, path: str) -> None:
         if self.output_stride not in (0, 8, 16, 32):
@@ -126,11 +128,12 @@ class Segmentation(TaskAdapter):
         m = self.recipe.model
         return create_segmenter(m.decoder, backbone=m.backbone, num_classes=m.num_classes, pretrained=m.pretrained,
                                 output_stride=m.output_stride or None, checkpointing=m.checkpointing,
-                                features=m.features or None)
+                                features=m.features or None, ciconv=m.ciconv)
 
     def signature(self) -> dict:
         m = self.recipe.model
-        return {"task": self.name, "decoder": m.decoder, "backbone": m.backbone, "num_classes": m.num_classes}
+        return {"task": self.name, "decoder": m.decoder, "backbone": m.backbone, "num_classes": m.num_classes,
+                **({"ciconv": True} if m.ciconv else {})}
 
     def forward(self, model: nn.Module, images: torch.Tensor, output: bool = True) -> Forward:
         if output:

@@ -51,11 +51,11 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 @pytest.mark.parametrize("recipe,key,allowed", [
-    ("cls_smoke.yaml", "model.xyz", "backbone, drop_rate, num_classes"),
+    ("cls_smoke.yaml", "model.xyz", "backbone, ciconv, drop_rate, num_classes"),
     ("cls_smoke.yaml", "data.xyz", "adabn, cache_dir, classes"),
     ("cls_smoke.yaml", "data.night_sim.xyz", "mixed, presets, seed, source"),
     ("cls_smoke.yaml", "data.photos.xyz", "per_class_test, per_class_train"),
-    ("seg_smoke.yaml", "model.xyz", "backbone, checkpointing, decoder"),
+    ("seg_smoke.yaml", "model.xyz", "backbone, checkpointing, ciconv, decoder"),
     ("seg_smoke.yaml", "data.xyz", "blur, color_jitter, crop, cutout, eval"),
     ("seg_smoke.yaml", "data.train.xyz", "condition, dataset, root, size, split"),
     ("seg_smoke.yaml", "data.eval.cs_val.xyz", "condition, dataset, root, size, split"),

@@ -221,6 +221,13 @@ class DANIA(Method):
     players_defaults = PLAYERS
     eval_modules = ("model", "relight")
 
+    def __init__(self, recipe, task, context) -> None:
+        if getattr(recipe.model, "ciconv", False):
+            raise RecipeError("model.ciconv: true does not go with method: dania: its relighting net works on the "
+                              "normalised RGB image that CIConv's one-channel invariant replaces; set "
+                              "model.ciconv: false (or train the CIConv model with method: smm)")
+        super().__init__(recipe, task, context)
+
     def player_streams(self) -> dict[str, tuple[str, ...]]:
         return {"generator": ("source", "pairs"), "discriminators": ()}
 

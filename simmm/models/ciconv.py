@@ -21,6 +21,14 @@ Gaussian normalised to sum 1, each derivative kernel to absolute sum 1), and the
 returned as ``instance_norm(log(W + eps))``, one channel, which replaces the image at the backbone's first
 convolution. ``E`` in the denominators is the Gaussian-smoothed intensity. Like the authors' code, the filters pad
 with zeros (so image borders carry a strong edge).
+
+In a model (``model.ciconv: true`` in any task's recipe) the layer is the model's input stage, in place of the
+ImageNet normalisation (:func:`input_stage`): as in the authors' code it sees the images as they are in ``[0, 1]``
+(their CODaN, segmentation and place-recognition code all skip the mean/std normalisation for the invariant; a
+mean shift would also break the invariance to the light's intensity), and the backbone is built with one input
+channel (:func:`backbone_options`), its pretrained RGB first convolution summed over R, G, B. The scale starts at
+0 (sigma 1), the authors' value in every task, and trains with the model's other weights (same LR and weight
+decay, as theirs does).
 """
 from __future__ import annotations
 
@@ -30,14 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..backbones import Normalize
+
 __all__ = ["GAUSSIAN_COLOR_MODEL", "gaussian_derivative_basis", "gaussian_color_model", "w_invariant", "ciconv",
-           "CIConv"]
+           "CIConv", "CHANNELS", "input_stage", "backbone_options"]
 
 GAUSSIAN_COLOR_MODEL = ((0.06, 0.63, 0.27), (0.30, 0.04, -0.35), (0.34, -0.60, 0.17))
 """RGB -> (E, E_lambda, E_lambdalambda), the Gaussian colour model's matrix as the CIConv code uses it."""
 
 SCALE_LIMIT = 2.5
 EPS = 1e-5
+CHANNELS = 1
+"""Channels of the invariant: the backbone's ``in_chans`` behind a CIConv layer."""
 
 
 def gaussian_derivative_basis(sigma: Tensor, k: float = 3.0) -> Tensor:
@@ -88,7 +100,21 @@ class CIConv(nn.Module):
         self.k = k
 
     def forward(self, images: Tensor) -> Tensor:
-        return ciconv(images, self.scale, self.k)
+        # ratios of small derivatives to the intensity and their log: always in float32, also under autocast
+        with torch.autocast(images.device.type, enabled=False):
+            return ciconv(images.float() if images.dtype in (torch.float16, torch.bfloat16) else images,
+                          self.scale, self.k)
 
     def extra_repr(self) -> str:
         return f"invariant=W, scale={float(self.scale.detach()):.3f}, k={self.k}"
+
+
+def input_stage(net: nn.Module, ciconv: bool = False) -> nn.Module:
+    """What a model puts in front of its backbone ``net`` for images in ``[0, 1]``: :class:`CIConv` (initial scale
+    0) with ``ciconv``, else the normalisation ``net``'s weights expect (:meth:`Normalize.for_model`)."""
+    return CIConv() if ciconv else Normalize.for_model(net)
+
+
+def backbone_options(ciconv: bool = False) -> dict:
+    """timm options of a backbone behind :func:`input_stage`: ``in_chans=1`` with ``ciconv``, none otherwise."""
+    return {"in_chans": CHANNELS} if ciconv else {}

@@ -23,13 +23,15 @@ class RetrievalNet(nn.Module):
     """Backbone (a timm model built without head and pooling) → GeM → L2 normalisation.
 
     ``net.forward_features(images)`` must give the last stage map (B, C, h, w). ``freeze_bn``: keep batch norm in
-    eval mode whatever ``train()`` asks.
+    eval mode whatever ``train()`` asks. ``normalize``: the input stage (default: the mean/std ``net``'s weights
+    expect; :class:`simmm.models.ciconv.CIConv` for a CIConv model).
     """
 
-    def __init__(self, net: nn.Module, p: float = 3.0, freeze_bn: bool = True) -> None:
+    def __init__(self, net: nn.Module, p: float = 3.0, freeze_bn: bool = True,
+                 normalize: nn.Module | None = None) -> None:
         super().__init__()
         mean, std = backbone_normalization(net)
-        self.normalize = Normalize(mean, std)
+        self.normalize = normalize if normalize is not None else Normalize(mean, std)
         self.net = net
         self.pool = GeM(p)
         self.freeze_bn = freeze_bn

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..backbones import Normalize
 from ..errors import SimmmError
+from .ciconv import backbone_options, input_stage
 from .deeplab import DeepLabV2
 from .encoder import Encoder
 from .layers import resize_to
@@ -111,6 +112,7 @@ def create_segmenter(
     output_stride: Optional[int] = None,
     checkpointing: bool = False,
     features: Optional[int] = None,
+    ciconv: bool = False,
     **decoder_kw: Any,
 ) -> Segmenter:
     """Build a :class:`Segmenter`.
@@ -127,6 +129,8 @@ def create_segmenter(
         checkpointing: per-stage gradient checkpointing of the encoder.
         features: decoder width (RefineNet: path width, 256; PSPNet: bottleneck width, 512); DeepLab-v2 has no
             width (its ASPP maps straight to the classes) and rejects it.
+        ciconv: CIConv's colour-invariant layer as the input stage instead of the normalisation, in front of a
+            one-channel encoder (:mod:`simmm.models.ciconv`).
         **decoder_kw: further decoder options (RefineNet: ``crp_blocks``, ``output_rcus``, ``dropout``;
             DeepLab-v2: ``rates``; PSPNet: ``bins``, ``ppm_channels``, ``dropout``, ``aux``, ``norm_layer``).
 
@@ -145,9 +149,10 @@ def create_segmenter(
             raise SimmmError("the deeplabv2 decoder has no width option (features); leave it unset")
         kw["features"] = int(features)
     os_ = cls.default_output_stride if output_stride is None else output_stride
-    encoder = Encoder(backbone, pretrained=pretrained, output_stride=os_, checkpointing=checkpointing)
+    encoder = Encoder(backbone, pretrained=pretrained, output_stride=os_, checkpointing=checkpointing,
+                      **backbone_options(ciconv))
     try:
         head = cls(encoder.channels, int(num_classes), **kw)
     except TypeError as e:
         raise SimmmError(f"bad option for the {key} decoder: {e}") from e
-    return Segmenter(encoder, head)
+    return Segmenter(encoder, head, input_stage(encoder.body, ciconv))

@@ -14,6 +14,10 @@ H_i, W_i)``, ``forward_head(f, pre_logits=True)`` → the pooled clip vector ``(
 machine) or a local state-dict file of the torchvision model; for ``i3d`` every form of
 :func:`simmm.backbones.create_backbone` for the 2D network (``"timm"``, ``"torchvision:resnet50"``, a file), whose
 weights are then inflated. The classifier is always new (``num_classes`` outputs).
+
+``ciconv=True``: CIConv's colour-invariant layer replaces the normalisation, applied to each frame (the frames
+folded into the batch, :func:`per_frame`), in front of a network whose first convolution takes its one channel
+(RGB weights summed over R, G, B).
 """
 from __future__ import annotations
 
@@ -26,9 +30,10 @@ from torch import nn
 from ..backbones import Normalize, backbone_normalization, create_backbone
 from ..errors import SimmmError
 from ..weights import load_backbone_weights, load_state_dict_file, parse_pretrained, torchvision_state_dict
+from .ciconv import CHANNELS, CIConv, backbone_options
 from .inflate import i3d_temporal_kernels, inflate_
 
-__all__ = ["VIDEO_ARCHS", "KINETICS_MEAN", "KINETICS_STD", "VideoNet", "create_video_model"]
+__all__ = ["VIDEO_ARCHS", "KINETICS_MEAN", "KINETICS_STD", "VideoNet", "create_video_model", "per_frame"]
 
 VIDEO_ARCHS = ("i3d", "r3d_18", "r2plus1d_18")
 KINETICS_MEAN: Tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
@@ -45,13 +50,15 @@ class VideoNet(nn.Module):
         mean, std: the input normalisation its weights expect.
         drop_rate: dropout before the classifier.
         features_only: ``forward`` returns the stage maps (no classifier is built).
+        normalize: another input stage than ``Normalize(mean, std)``, an image layer applied to each frame
+            (:class:`~simmm.models.ciconv.CIConv`).
     """
 
     def __init__(self, stem: nn.Module, stages: Sequence[nn.Module], channels: Sequence[int], num_classes: int,
                  mean: Sequence[float], std: Sequence[float], drop_rate: float = 0.0,
-                 features_only: bool = False) -> None:
+                 features_only: bool = False, normalize: nn.Module | None = None) -> None:
         super().__init__()
-        self.normalize = Normalize(mean, std)
+        self.normalize = normalize if normalize is not None else Normalize(mean, std)
         self.stem = stem
         self.stages = nn.ModuleList(stages)
         self.feature_channels = [int(c) for c in channels]
@@ -64,8 +71,11 @@ class VideoNet(nn.Module):
         """Clips ``(B, 3, T, H, W)`` in ``[0, 1]`` → the four stage maps."""
         if clips.dim() != 5 or clips.shape[1] != 3:
             raise ValueError(f"VideoNet expects clips (B, 3, T, H, W), got shape {tuple(clips.shape)}")
-        mean, std = (t.to(clips.dtype).unsqueeze(1) for t in (self.normalize.mean, self.normalize.std))  # (3,1,1,1)
-        x = (clips - mean) / std
+        if isinstance(self.normalize, Normalize):  # per channel, broadcast over time
+            mean, std = (t.to(clips.dtype).unsqueeze(1) for t in (self.normalize.mean, self.normalize.std))  # (3,1,1,1)
+            x = (clips - mean) / std
+        else:
+            x = per_frame(self.normalize, clips)
         x = self.stem(x)
         feats = []
         for stage in self.stages:
@@ -81,6 +91,25 @@ class VideoNet(nn.Module):
     def forward(self, clips: torch.Tensor):
         feats = self.forward_features(clips)
         return feats if self.features_only else self.forward_head(feats[-1])
+
+
+def per_frame(layer: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+    """An image layer applied to every frame: ``(B, C, T, H, W)`` → the frames as a batch ``(B·T, C, H, W)`` →
+    ``layer`` → ``(B, C', T, H', W')``."""
+    b, c, t, h, w = clips.shape
+    out = layer(clips.transpose(1, 2).reshape(b * t, c, h, w))
+    return out.reshape(b, t, *out.shape[1:]).transpose(1, 2)
+
+
+def _one_channel_stem(conv: nn.Conv3d) -> nn.Conv3d:
+    """``conv`` taking one input channel, its RGB kernels summed (the CIConv authors' rule)."""
+    one = nn.Conv3d(CHANNELS, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, bias=conv.bias is not None)
+    with torch.no_grad():
+        one.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            one.bias.copy_(conv.bias)
+    return one
 
 
 def _torchvision_video(arch: str, pretrained) -> nn.Module:
@@ -104,7 +133,7 @@ def _torchvision_video(arch: str, pretrained) -> nn.Module:
 
 def create_video_model(arch: str, num_classes: int, pretrained="", backbone: str = "resnet50",
                        drop_rate: float = 0.0, features_only: bool = False,
-                       temporal_padding: str = "replicate") -> VideoNet:
+                       temporal_padding: str = "replicate", ciconv: bool = False) -> VideoNet:
     """Build a :class:`VideoNet` (module docstring).
 
     Args:
@@ -115,15 +144,18 @@ def create_video_model(arch: str, num_classes: int, pretrained="", backbone: str
         drop_rate: dropout before the classifier.
         features_only: return the stage maps from ``forward``.
         temporal_padding: ``i3d``: ``"replicate"`` or ``"zeros"`` (:mod:`simmm.models.inflate`).
+        ciconv: CIConv's colour-invariant layer on each frame instead of the normalisation (module docstring).
     """
     if arch in ("r3d_18", "r2plus1d_18"):
         net = _torchvision_video(arch, pretrained)
+        if ciconv:
+            net.stem[0] = _one_channel_stem(net.stem[0])
         stages = [net.layer1, net.layer2, net.layer3, net.layer4]
         return VideoNet(net.stem, stages, [64, 128, 256, 512], num_classes, KINETICS_MEAN, KINETICS_STD, drop_rate,
-                        features_only)
+                        features_only, CIConv() if ciconv else None)
     if arch != "i3d":
         raise SimmmError(f"model.arch: got {arch!r}; expected one of {', '.join(VIDEO_ARCHS)}")
-    net2d = create_backbone(backbone, pretrained)
+    net2d = create_backbone(backbone, pretrained, **backbone_options(ciconv))
     depths = [len(getattr(net2d, f"layer{i}", ())) for i in range(1, 5)]
     if not all(depths) or not all(hasattr(net2d, a) for a in ("conv1", "bn1", "act1", "maxpool")):
         raise SimmmError(f"model.backbone: {backbone!r} is not a timm ResNet (conv1, bn1, act1, maxpool, "
@@ -137,4 +169,4 @@ def create_video_model(arch: str, num_classes: int, pretrained="", backbone: str
     inflate_(body, renamed, temporal_padding=temporal_padding)
     channels = [int(info["num_chs"]) for info in net2d.feature_info[-4:]]
     return VideoNet(body["stem"], [body[f"layer{i}"] for i in range(1, 5)], channels, num_classes, mean, std,
-                    drop_rate, features_only)
+                    drop_rate, features_only, CIConv() if ciconv else None)
