@@ -34,9 +34,11 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from .exposure import expand_exposure
 
 __all__ = ["MAPPINGS", "EXPOSURE_CHECK_LEVELS", "DarkeningOutput", "darken", "Darken", "DarkeningNet",
-           "exposure_response", "fold_clips", "unfold_clips", "clip_exposure"]
+           "exposure_response", "guided_upsample", "fold_clips", "unfold_clips", "clip_exposure"]
 
 MAPPINGS = ("code", "paper")
+MAP_UPSAMPLING = ("bilinear", "guided")
+GUIDED_EPS = 1e-3  # the guided filter's regulariser, squared luma units
 
 
 class DarkeningOutput(NamedTuple):
@@ -189,6 +191,9 @@ class DarkeningNet(nn.Module):
             are upsampled bilinearly (``align_corners=False``) to the image before the mapping; the
             network's cost falls roughly with ``map_scale**2``. The returned ``A`` and ``B`` (on which the
             tent-TV and flexibility losses are computed) are the *low-resolution* maps.
+        map_upsample: how maps estimated below full resolution reach the image: ``"bilinear"`` (default) or
+            ``"guided"`` — fast guided upsampling (:func:`guided_upsample`) with the image's luma as the guide,
+            so the maps' edges follow the image's.
         checkpoint_curve: recompute the curve iterations in backward (less memory), see :func:`darken`.
         channels_last: run the network on a channels-last input. ``None`` (default) turns it on for CPU
             tensors only, where PyTorch's depthwise and 1x1 convolutions are 2.5-3x faster in that layout
@@ -202,11 +207,15 @@ class DarkeningNet(nn.Module):
     """
 
     def __init__(self, width: int = 64, mapping: str = "code", iterations: int = 8, map_scale: float = 1.0,
-                 checkpoint_curve: bool = False, channels_last: Optional[bool] = None) -> None:
+                 checkpoint_curve: bool = False, channels_last: Optional[bool] = None,
+                 map_upsample: str = "bilinear") -> None:
         super().__init__()
         _check_mapping(mapping)
         if not 0.0 < map_scale <= 1.0:
             raise ValueError(f"map_scale must be in (0, 1], got {map_scale}")
+        if map_upsample not in MAP_UPSAMPLING:
+            raise ValueError(f"map_upsample must be one of {', '.join(MAP_UPSAMPLING)}, got {map_upsample!r}")
+        self.map_upsample = map_upsample
         if width < 1 or iterations < 0:
             raise ValueError(f"width must be >= 1 and iterations >= 0, got {width} and {iterations}")
         self.width, self.mapping, self.iterations = int(width), mapping, int(iterations)
@@ -270,16 +279,53 @@ class DarkeningNet(nn.Module):
         A, B = self._maps(image, exposure)
         A_full, B_full = A, B
         if A.shape[-2:] != image.shape[-2:]:
-            size = image.shape[-2:]
-            A_full = F.interpolate(A, size=size, mode="bilinear", align_corners=False)
-            B_full = F.interpolate(B, size=size, mode="bilinear", align_corners=False)
+            A_full, B_full = self.upsample_maps(torch.cat([A, B], dim=1), image).split(3, dim=1)
         out = darken(image, A_full, B_full, self.mapping, self.iterations, self.checkpoint_curve)
         return DarkeningOutput(out, A, B)
 
+    def upsample_maps(self, maps: Tensor, image: Tensor) -> Tensor:
+        """Maps ``(B, C, h, w)`` estimated at ``map_scale`` → the image's size, by ``map_upsample``."""
+        if self.map_upsample == "bilinear":
+            return F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        from kornia.color import rgb_to_grayscale
+
+        return guided_upsample(maps.float(), rgb_to_grayscale(image.float()))
+
     def extra_repr(self) -> str:
         return (f"width={self.width}, mapping={self.mapping!r}, iterations={self.iterations}, "
-                f"map_scale={self.map_scale}, checkpoint_curve={self.checkpoint_curve}, "
+                f"map_scale={self.map_scale}, map_upsample={self.map_upsample!r}, "
+                f"checkpoint_curve={self.checkpoint_curve}, "
                 f"channels_last={self.channels_last}")
+
+
+def guided_upsample(maps: Tensor, guide: Tensor, eps: float = GUIDED_EPS, radius: int = 1) -> Tensor:
+    """Fast guided upsampling (He & Sun, "Fast Guided Filter", 2015) of low-resolution ``maps`` ``(B, C, h, w)``
+    to the size of ``guide`` ``(B, 1, H, W)``. At low resolution, in each ``(2r+1)²`` window, each map is fitted
+    as a linear function of the guide (area-averaged to ``h × w``):
+
+        a = cov(g, m) / (var(g) + eps),  b = mean(m) − a·mean(g)
+
+    then the window-averaged ``a``, ``b`` are upsampled bilinearly and applied to the full-resolution guide:
+    ``out = a↑ · G + b↑``. A constant map stays constant; a map that follows the guide at low resolution follows
+    its full-resolution edges. Differentiable in ``maps``. Window means by kornia's ``box_blur`` (reflect border).
+    """
+    from kornia.filters import box_blur
+
+    size = tuple(guide.shape[-2:])
+    k = 2 * radius + 1
+    g = F.interpolate(guide, size=maps.shape[-2:], mode="area")
+
+    def mean(x: Tensor) -> Tensor:
+        return box_blur(x, k, border_type="reflect")
+
+    mean_g, mean_m = mean(g), mean(maps)
+    a = (mean(g * maps) - mean_g * mean_m) / (mean(g * g) - mean_g * mean_g + eps)
+    b = mean_m - a * mean_g
+
+    def up(x: Tensor) -> Tensor:
+        return F.interpolate(mean(x), size=size, mode="bilinear", align_corners=False)
+
+    return up(a) * guide + up(b)
 
 
 def fold_clips(clips: Tensor) -> Tensor:

@@ -337,3 +337,28 @@ def test_exposure_response_takes_images_of_different_sizes():
     assert same[0]["mean"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="non-empty list of"):
         exposure_response(_Fixed(0.5, 0.0), [torch.zeros(1, 3, 2, 2)])
+
+
+def test_guided_map_upsampling_keeps_constants_and_follows_the_image_edges():
+    """map_upsample="guided": a constant map stays that constant (the guided filter's a = 0, b = mean); a map that is
+    the image's own luma at 1/4 resolution comes back closer to the full-resolution luma than bilinearly, on a
+    non-square image whose edge falls between map pixels; gradients reach the maps."""
+    from kornia.color import rgb_to_grayscale
+
+    image = torch.zeros(1, 3, 24, 40)
+    image[..., 18:] = 0.8                                     # a vertical edge at column 18 (not on the 4-px grid)
+    image[:, 0] *= 0.5
+    net = DarkeningNet(width=4, map_scale=0.25, map_upsample="guided")
+    const = torch.full((1, 6, 6, 10), 0.3)
+    assert torch.allclose(net.upsample_maps(const, image), torch.full((1, 6, 24, 40), 0.3), atol=1e-5)
+    luma = rgb_to_grayscale(image)
+    low = torch.nn.functional.interpolate(luma, size=(6, 10), mode="area").requires_grad_()
+    guided = net.upsample_maps(low, image)
+    bilinear = DarkeningNet(width=4, map_scale=0.25).upsample_maps(low, image)
+    assert (guided - luma).abs().mean() < 0.1 * (bilinear - luma).abs().mean()   # 0.0018 vs 0.034 measured
+    guided.sum().backward()
+    assert low.grad is not None and low.grad.abs().sum() > 0
+    out = net(image, 0.1)
+    assert out.image.shape == image.shape and out.A.shape == (1, 3, 6, 10)
+    with pytest.raises(ValueError, match="map_upsample must be one of bilinear, guided"):
+        DarkeningNet(map_upsample="bicubic")

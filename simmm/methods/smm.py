@@ -86,6 +86,7 @@ class DarkenerConfig:
     mapping: Literal["code", "paper"] = "code"
     iterations: int = 8
     map_scale: float = 1.0
+    map_upsample: Literal["bilinear", "guided"] = "bilinear"
     exposure_range: tuple[float, float] = (0.0, 0.5)
     exposure_norm: Literal["l2", "l1"] = "l2"
     exposure_patch: int = 1
@@ -205,7 +206,7 @@ class SMM(Method):
         self.darkener = None
         if "darkener" in active or learned:
             self.darkener = DarkeningNet(width=d.width, mapping=d.mapping, iterations=d.iterations,
-                                         map_scale=d.map_scale).to(device)
+                                         map_scale=d.map_scale, map_upsample=d.map_upsample).to(device)
         if d.checkpoint:
             load_modules(d.checkpoint, {"darkener": self.darkener})  # None (not used here): only checked
         self.darkening_loss = DarkeningLoss(sim=d.weights.sim, exposure=d.weights.exposure, color=d.weights.color,
