@@ -106,6 +106,18 @@ def test_training_seeds_are_disjoint_from_the_evaluation_seeds():
     assert not torch.equal(training, simulate_night(x, params, seed=[drawn]))  # the benchmark's form
 
 
+def test_the_night_view_is_simulated_in_float32_under_autocast(tmp_path):
+    """Place recognition darkens its queries inside the autocast region: the simulator's convolutions (demosaicing,
+    blur) must not run in bfloat16 there."""
+    engine = night_engine(tmp_path, night={"jpeg_prob": 0.0})
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.4
+    torch.manual_seed(2)
+    plain = engine.method.darken(x)
+    torch.manual_seed(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(engine.method.darken(x), plain)
+
+
 def test_resumed_run_with_night_augmentation_is_bitwise_exact(tmp_path):
     players = {"day": {"steps": 2, "batch_size": 4}, "darkener": {"steps": 0},
                "extractor": {"steps": 6, "batch_size": 4}}

@@ -320,9 +320,11 @@ class SMM(Method):
         ``adapt.darkening: night``: the physical night simulator instead, on the batch's device, each image (each
         clip: one night shared by its frames, noise per frame) with parameters drawn from the training distribution
         (``adapt.night`` over :data:`simmm.night.TRAINING`) under a seed drawn from the global torch RNG (the
-        training RNG, which checkpoints save and restore: a resumed run draws the same nights)."""
+        training RNG, which checkpoints save and restore: a resumed run draws the same nights), in float32 also when
+        called under autocast (place recognition's ``darkened_loss`` is)."""
         if self.night is not None:
-            return self.night(images)
+            with torch.autocast(images.device.type, enabled=False):
+                return self.night(images)
         c = self.options.darkener.compound
         length = images.shape[2] if images.dim() == 5 else None
         exposure = compound_exposure(images.shape[0], images.shape[-2], images.shape[-1], base=c.base,
