@@ -8,6 +8,8 @@ Players (METHOD.md §3.1):
 * ``extractor``: F with its task head and the BYOL heads, trained on a day view and a D-darkened view (compound
   exposure E', Eq. 13) with the task loss on both and symmetric BYOL between them (§4.3); the BYOL target (an EMA
   copy of F and of the projectors) starts as a copy of F as it enters this phase and is updated after every step.
+  ``adapt.darkening`` replaces D's view by a fixed darkening (the paper's ablations) or by the physical night
+  simulator (``night``: :mod:`simmm.night` with :data:`simmm.night.TRAINING`, a MAET-style augmentation baseline).
 
 Plans (``schedule:``): ``two_stage`` (the paper's best): day, then D for N_D steps, then F for N_F steps;
 ``alternating``: after day, repeat (D for k_D steps, F for k_F steps) until both have had their steps.
