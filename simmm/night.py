@@ -33,11 +33,16 @@ spreads a small fraction of all light over a wide area, which only becomes visib
 times brighter than their surroundings, i.e. around lamps that saturate the sensor.
 
 Determinism: every image gets its own ``torch.Generator`` seeded from (seed, index) or from its own seed,
-so the result for image i never depends on the other images of the batch.
+so the result for image i never depends on the other images of the batch. A clip (B, 3, T, H, W) is one such
+"image": its frames share the parameters drawn from its seed and have sensor noise of their own.
+
+:data:`PRESETS` make evaluation sets; :data:`TRAINING` is the distribution of the night training augmentation
+(SMM's ``adapt.darkening: night``), a parameter set of its own (see its comment).
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import os
@@ -52,7 +57,7 @@ from torch import Tensor, nn
 from simmm.errors import DataError, SimmmError
 
 __all__ = [
-    "NightParams", "PRESETS", "Light", "get_preset", "simulate_night", "simulate_night_per_image",
+    "NightParams", "PRESETS", "TRAINING", "Light", "get_preset", "simulate_night", "simulate_night_per_image",
     "simulate_raw", "mixed_presets", "NightSimulator", "load_raw", "simulate_night_raw",
     "srgb_to_linear", "linear_to_srgb", "tone_curve", "inverse_tone_curve", "kelvin_to_rgb",
     "sample_lights", "light_field", "lamp_emission", "motion_blur", "glare", "vignette",
@@ -150,13 +155,38 @@ class NightParams:
             raise SimmmError("NightParams: full_well must be > 0, black_level in [0, 1) and bits in [1, 16]")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NightParams":
-        """Build from a plain dict (e.g. a recipe section); unknown keys raise :class:`SimmmError`."""
-        names = [f.name for f in dataclasses.fields(cls)]
+    def from_dict(cls, d: dict, base: Optional["NightParams"] = None, path: str = "") -> "NightParams":
+        """Build from a plain dict (e.g. a recipe section) whose keys replace those of ``base`` (default: the
+        dataclass defaults). An unknown key, a value of the wrong kind (a flag, a number, a name, a range) or out of
+        range raises :class:`SimmmError`; with ``path`` (a recipe key such as ``adapt.night``) the message names the
+        key as ``path.key``."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         for k in d:
-            if k not in names:
-                raise SimmmError(f"unknown night simulator parameter {k!r}; allowed: {', '.join(names)}")
-        return cls(**d)
+            if k not in fields:
+                close = difflib.get_close_matches(str(k), list(fields), n=2)
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                where = f"{path}.{k}: unknown key{hint}; " if path else f"unknown night simulator parameter {k!r}; "
+                raise SimmmError(f"{where}allowed: {', '.join(fields)}")
+        start = {} if base is None else base.to_dict()
+        for k, v in d.items():
+            where = f"{path}.{k}" if path else f"NightParams.{k}"
+            default = fields[k].default
+            if isinstance(default, bool):
+                ok, kind = isinstance(v, bool), "true or false"
+            elif isinstance(default, float):
+                ok, kind = isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
+            elif isinstance(default, str):
+                ok, kind = isinstance(v, str), "a string"
+            else:
+                ok, kind = isinstance(v, (list, tuple)), "a list [low, high]" if k != "light_kinds" else "a list"
+            if not ok:
+                raise SimmmError(f"{where}: got {v!r}; expected {kind}")
+            if path:  # one key at a time, so that a bad value is named by its key
+                try:
+                    cls(**{**start, k: v})
+                except SimmmError as exc:
+                    raise SimmmError(f"{where}: {exc}") from None
+        return cls(**{**start, **d})
 
     def to_dict(self) -> dict:
         """Plain dict (tuples as lists), YAML-friendly; ``from_dict(to_dict())`` round-trips."""
@@ -204,6 +234,31 @@ PRESETS: dict[str, NightParams] = {
                         white_balance="gray_world", wb_strength=(0.5, 0.9), chroma_denoise=(2.0, 4.0)),
 }
 MIXED = "mixed"
+
+# The training distribution of the physical-night augmentation (SMM's ``adapt.darkening: night``, a MAET-style
+# baseline). It must not be an evaluation preset: a model trained on a preset's own distribution would be tested on
+# simulated night it has already seen. So it is a parameter set of its own, broader than any preset, and in several
+# fields outside all of them: all four light kinds (halogen lamps appear in no preset), 0-5 sources (0: only the dim
+# ambient light, a global-dim-like night with the camera's tone curve, unlike `global_dim`), ambient light up to 0.03
+# (presets: <= 0.012), lamps anywhere from 0.03 to 0.2 image heights above what they light, exposure 0.005-0.08
+# (spanning `dark` to `urban`), one full well of 50 000 e- (presets: 30 000, 80 000, 150 000) with analog gain 1-3 and
+# auto-gain to 0.008-0.05, 10-14 bit ADCs, read noise 4-25 e-, row noise 0-8 e-, white balance 0.4-1.0 of a
+# gray-world correction with a larger illuminant error (0.2), chroma noise reduction 0-3 px, and each of headlights,
+# oncoming cars (0.3), motion blur (0.2) and JPEG at quality 60-95 (0.3) only sometimes. Its ranges overlap the
+# presets' (night is night), but none of its sampled ranges or probabilities equals a preset's (only the switches of
+# the pipeline and fixed constants such as the black level are shared; tests/test_night_augmentation.py checks it).
+# On day photos its images match the real night photos' statistics (simmm/real_night_stats.json) within 2 real
+# stds in every statistic but JPEG blockiness (docs_nightaug.md). Its per-image seeds come from the training RNG with
+# entropy [draw, 7] (:func:`_seed_entropies`), never the evaluation's [seed, i] or the benchmark's [seed].
+TRAINING = NightParams(
+    n_lights=(0, 5), light_kinds=("sodium", "tungsten", "halogen", "led"), light_power=(0.005, 0.05),
+    light_height=(0.03, 0.2), light_y=(-0.15, 0.6), light_spread=(0.6, 1.6), ambient=(0.002, 0.03),
+    ambient_kelvin=(3000.0, 9000.0), lamp_radiance=(10.0, 150.0), lamp_radius=(0.002, 0.008), headlight_prob=0.3,
+    headlight_power=(0.015, 0.06), headlight_spread=(0.2, 0.5), oncoming_prob=0.3, motion_blur_prob=0.2,
+    motion_blur_length=(0.005, 0.03), glare_strength=(0.0, 0.04), glare_radius=(0.03, 0.15),
+    vignette_strength=(0.0, 0.6), exposure=(0.005, 0.08), wb_error=0.2, full_well=50000.0, analog_gain=(1.0, 3.0),
+    read_noise=(4.0, 25.0), row_noise=(0.0, 8.0), bits=(10, 14), white_balance="gray_world", wb_strength=(0.4, 1.0),
+    auto_gain=True, auto_gain_target=(0.008, 0.05), chroma_denoise=(0.0, 3.0), jpeg_prob=0.3, jpeg_quality=(60, 95))
 
 
 def get_preset(name: str) -> NightParams:
@@ -556,8 +611,12 @@ def jpeg(x: Tensor, quality: int, scale: int = 1) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------- the pipeline
-def _front(lin: Tensor, p: NightParams, g: torch.Generator) -> tuple:
-    """Scene (1, 3, H, W linear reflectance) -> raw ADC mosaic (1, 1, H, W) and the illuminant estimate."""
+def _front(lin: Tensor, p: NightParams, g: torch.Generator, noise: Optional[torch.Generator] = None) -> tuple:
+    """Scene (1, 3, H, W linear reflectance) -> raw ADC mosaic (1, 1, H, W) and the illuminant estimate.
+    ``g`` draws the image's parameters, ``noise`` (default ``g``) the sensor noise: a clip's frames share ``g``'s
+    draws (its night) and have noise of their own. The parameter draws never depend on the image's content, so
+    generators seeded alike give the same parameters whatever the frames hold."""
+    n = g if noise is None else noise
     _, _, h, w = lin.shape
     dev = lin.device
     lights = sample_lights(p, g)
@@ -586,10 +645,10 @@ def _front(lin: Tensor, p: NightParams, g: torch.Generator) -> tuple:
     e = mosaic_bayer(x) * p.full_well                                  # photo-electrons
     gain = _u(g, p.analog_gain)
     if p.noise:
-        e = torch.poisson(e.clamp_min(0), generator=g)
+        e = torch.poisson(e.clamp_min(0), generator=n)
     e = e.clamp(max=p.full_well)                                        # full well
     if p.noise:
-        e = add_sensor_noise(e, _u(g, p.read_noise), _u(g, p.row_noise), g, shot=False)
+        e = add_sensor_noise(e, _u(g, p.read_noise), _u(g, p.row_noise), n, shot=False)
     raw = quantize(e * gain / p.full_well, _i(g, p.bits), p.black_level)  # ADC (clips at full scale)
     return raw, ill_est
 
@@ -634,19 +693,40 @@ def _seed_entropies(n: int, seed, generator) -> list:
 
 
 def _run(images, params, seed, generator, raw_only: bool = False, linear_input: bool = False,
-         entropies: Optional[list] = None):
+         entropies: Optional[list] = None, noise_entropies: Optional[list] = None):
+    if torch.is_tensor(images) and images.dim() == 5:
+        return _run_clips(images, params, seed, generator, raw_only)
     x, single = _as_batch(images)
     p = _resolve(params)
     if p == MIXED:
         return mixed_presets(images, seed=seed, generator=generator)[0]
+    entropies = entropies or _seed_entropies(x.shape[0], seed, generator)
     outs = []
-    for img, ent in zip(x, entropies or _seed_entropies(x.shape[0], seed, generator)):
+    for k, (img, ent) in enumerate(zip(x, entropies)):
         g = _image_generator(ent, img.device)
+        noise = None if noise_entropies is None else _image_generator(noise_entropies[k], img.device)
         lin = img.unsqueeze(0).clamp(0, None) if linear_input else _linearize(img.unsqueeze(0), p)
-        raw, ill = _front(lin, p, g)
+        raw, ill = _front(lin, p, g, noise)
         outs.append(raw if raw_only else _back(raw, ill, p, g))
     out = torch.cat(outs)
     return out[0] if single else out
+
+
+def _run_clips(clips: Tensor, params, seed, generator, raw_only: bool = False) -> Tensor:
+    """Clips (B, 3, T, H, W): one night per clip. Every frame of clip b draws its parameters (lights, exposure,
+    white balance, gains, JPEG, ...) from the clip's seed entropy ``e_b``, so the frames share them; the sensor noise
+    of frame t comes from ``e_b + [2, t]``, so each frame has noise of its own, as a video camera's frames do."""
+    if clips.shape[1] != 3:
+        raise SimmmError(f"night simulator expects clips of shape (B, 3, T, H, W), got {tuple(clips.shape)}")
+    p = _resolve(params)
+    if p == MIXED:
+        raise SimmmError("night simulator: 'mixed' draws a preset per image; give clips one preset or NightParams")
+    b, _, t, h, w = clips.shape
+    frames = clips.transpose(1, 2).reshape(b * t, 3, h, w)
+    clip_entropies = _seed_entropies(b, seed, generator)
+    out = _run(frames, p, None, None, raw_only=raw_only, entropies=[e for e in clip_entropies for _ in range(t)],
+               noise_entropies=[e + [2, i] for e in clip_entropies for i in range(t)])
+    return out.reshape(b, t, out.shape[1], h, w).transpose(1, 2).contiguous()
 
 
 def simulate_night(images: Tensor, params: Union[NightParams, str, dict] = "street",
@@ -655,7 +735,10 @@ def simulate_night(images: Tensor, params: Union[NightParams, str, dict] = "stre
     float32 in [0, 1]. ``params``: a :class:`NightParams`, a dict, a preset name, or ``"mixed"`` (see
     :func:`mixed_presets`). Every image draws its own parameters. ``seed``: an int (image i uses (seed, i))
     or a list of one seed per image; without it per-image seeds are drawn from ``generator`` (CPU) or the
-    global torch RNG. The same seed gives bitwise the same output."""
+    global torch RNG. The same seed gives bitwise the same output.
+
+    Clips (B, 3, T, H, W) get one night per clip: the seed is the clip's, its frames share the drawn parameters
+    and each frame has sensor noise of its own (:func:`_run_clips`); ``"mixed"`` is refused for clips."""
     return _run(images, params, seed, generator)
 
 
@@ -694,7 +777,7 @@ class NightSimulator(nn.Module):
     """Module form of :func:`simulate_night`. ``preset``: a preset name, ``"mixed"`` or a
     :class:`NightParams`. With ``seed`` the sequence of outputs is reproducible (each call draws per-image
     seeds from an internal generator; :meth:`reset` restarts it); without it the global torch RNG is used.
-    forward: (B, 3, H, W) or (3, H, W) in [0, 1] -> same shape, float32 in [0, 1]."""
+    forward: (B, 3, H, W), (3, H, W) or clips (B, 3, T, H, W) in [0, 1] -> same shape, float32 in [0, 1]."""
 
     def __init__(self, preset: Union[str, NightParams] = "street", seed: Optional[int] = None):
         super().__init__()

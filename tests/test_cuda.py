@@ -59,3 +59,21 @@ def test_stop_and_resume_on_cuda(tmp_path):
             assert torch.allclose(got[key], value, atol=1e-4, rtol=1e-3), key
         else:
             assert torch.equal(got[key], value), key
+
+
+def test_night_augmentation_runs_on_the_batch_device(tmp_path):
+    """``adapt.darkening: night`` simulates on the GPU the batch is on (CUDA per-image generators); a clip is one
+    night there too (noise off: identical frames stay identical); a short run trains under bf16 autocast."""
+    from simmm.night import TRAINING, simulate_night
+
+    frame = torch.rand(3, 16, 16, device="cuda") * 0.6 + 0.3
+    clips = frame[None, :, None].expand(2, 3, 3, 16, 16).contiguous()
+    out = simulate_night(clips, TRAINING.replace(noise=False), seed=0)
+    assert out.is_cuda and out.shape == clips.shape and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert all(torch.equal(out[b, :, t], out[b, :, 0]) for b in range(2) for t in range(3))
+    assert simulate_night(clips[:, :, 0], TRAINING, seed=0).is_cuda  # images too, noise and JPEG included
+    players = {"day": {"steps": 0}, "darkener": {"steps": 0}, "extractor": {"steps": 2, "batch_size": 4}}
+    engine = Engine(tiny_recipe(tmp_path, device="cuda", amp="bf16", players=players,
+                                adapt={"darkening": "night", "byol_weight": 0.0}))
+    engine.fit()
+    assert engine.global_step == 2

@@ -8,6 +8,8 @@ Players (METHOD.md §3.1):
 * ``extractor``: F with its task head and the BYOL heads, trained on a day view and a D-darkened view (compound
   exposure E', Eq. 13) with the task loss on both and symmetric BYOL between them (§4.3); the BYOL target (an EMA
   copy of F and of the projectors) starts as a copy of F as it enters this phase and is updated after every step.
+  ``adapt.darkening`` replaces D's view by a fixed darkening (the paper's ablations) or by the physical night
+  simulator (``night``: :mod:`simmm.night` with :data:`simmm.night.TRAINING`, a MAET-style augmentation baseline).
 
 Plans (``schedule:``): ``two_stage`` (the paper's best): day, then D for N_D steps, then F for N_F steps;
 ``alternating``: after day, repeat (D for k_D steps, F for k_F steps) until both have had their steps.
@@ -30,7 +32,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from torch import nn
@@ -40,9 +42,10 @@ from simmm.byol import BYOLHeads, copy_as_target, update_momentum
 from simmm.checkpoint import load_modules
 from simmm.darkening import DarkeningNet, clip_exposure, exposure_response, fold_clips, unfold_clips
 from simmm.darkening_losses import DarkeningLoss
-from simmm.errors import RecipeError
+from simmm.errors import RecipeError, SimmmError
 from simmm.exposure import compound_exposure, sample_exposure
 from simmm.method import Method, Phase, Player, Stream, register_method
+from simmm.night import TRAINING, NightParams, NightSimulator
 from simmm.recipe import non_negative, positive
 from simmm.task import TaskNet
 
@@ -113,18 +116,33 @@ class DarkenerConfig:
 @dataclass
 class AdaptConfig:
     """The feature-extractor phase of SMM (METHOD.md §4.3): BYOL and task-loss weights, and how the second view is
-    darkened (``learned``: by D; ``brightness``/``gamma``: fixed darkening, the paper's ablations; ``none``)."""
+    darkened (``learned``: by D; ``brightness``/``gamma``: fixed darkening, the paper's ablations; ``night``: the
+    physical night simulator :mod:`simmm.night` with the training distribution :data:`simmm.night.TRAINING`, whose
+    fields ``night`` may replace (a MAET-style augmentation baseline); ``none``)."""
 
     byol_weight: float = 0.05
     momentum: float = 0.99
     day_task_weight: float = 1.0
     dark_task_weight: float = 1.0
-    darkening: Literal["learned", "none", "brightness", "gamma"] = "learned"
+    darkening: Literal["learned", "none", "brightness", "gamma", "night"] = "learned"
+    night: dict[str, Any] = field(default_factory=dict)
 
     def check(self, path: str) -> None:
         if not 0.0 <= self.momentum < 1.0:
             raise RecipeError(f"{path}.momentum: got {self.momentum}; expected a value in [0, 1)")
         non_negative(self.byol_weight, f"{path}.byol_weight")
+        if self.night and self.darkening != "night":
+            raise RecipeError(f"{path}.night: given, but {path}.darkening is {self.darkening!r}; the night "
+                              f"simulator's training parameters are used only with {path}.darkening: night")
+        self.night_params(path)
+
+    def night_params(self, path: str = "adapt") -> NightParams:
+        """The night distribution of ``darkening: night``: :data:`simmm.night.TRAINING` with the fields of ``night``
+        replaced (a bad key or value raises :class:`RecipeError` naming ``adapt.night.<key>``)."""
+        try:
+            return NightParams.from_dict(self.night, base=TRAINING, path=f"{path}.night")
+        except SimmmError as exc:
+            raise RecipeError(str(exc)) from None
 
 
 @dataclass
@@ -209,6 +227,10 @@ class SMM(Method):
                                          map_scale=d.map_scale, map_upsample=d.map_upsample).to(device)
         if d.checkpoint:
             load_modules(d.checkpoint, {"darkener": self.darkener})  # None (not used here): only checked
+        # physical night for F's views: per-image seeds from the global torch RNG, which checkpoints hold
+        self.night = None
+        if "extractor" in active and o.adapt.darkening == "night":
+            self.night = NightSimulator(o.adapt.night_params())
         self.darkening_loss = DarkeningLoss(sim=d.weights.sim, exposure=d.weights.exposure, color=d.weights.color,
                                             tv=d.weights.tv, flex=d.weights.flex, exposure_norm=d.exposure_norm,
                                             tv_alpha=d.tv_alpha, exposure_patch=d.exposure_patch)
@@ -296,7 +318,16 @@ class SMM(Method):
 
     def darken(self, images: torch.Tensor) -> torch.Tensor:
         """Darken a batch for the extractor phase with compound exposure E' (no gradient). Clips ``(B, 3, T, H, W)``
-        are darkened frame by frame with one map E' per clip, shared by its frames (METHOD.md §4.1)."""
+        are darkened frame by frame with one map E' per clip, shared by its frames (METHOD.md §4.1).
+
+        ``adapt.darkening: night``: the physical night simulator instead, on the batch's device, each image (each
+        clip: one night shared by its frames, noise per frame) with parameters drawn from the training distribution
+        (``adapt.night`` over :data:`simmm.night.TRAINING`) under a seed drawn from the global torch RNG (the
+        training RNG, which checkpoints save and restore: a resumed run draws the same nights), in float32 also when
+        called under autocast (place recognition's ``darkened_loss`` is)."""
+        if self.night is not None:
+            with torch.autocast(images.device.type, enabled=False):
+                return self.night(images)
         c = self.options.darkener.compound
         length = images.shape[2] if images.dim() == 5 else None
         exposure = compound_exposure(images.shape[0], images.shape[-2], images.shape[-1], base=c.base,
