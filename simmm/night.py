@@ -173,6 +173,8 @@ class NightParams:
             default = fields[k].default
             if isinstance(default, bool):
                 ok, kind = isinstance(v, bool), "true or false"
+            elif isinstance(default, int):
+                ok, kind = isinstance(v, int) and not isinstance(v, bool), "an integer"
             elif isinstance(default, float):
                 ok, kind = isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
             elif isinstance(default, str):

@@ -77,7 +77,7 @@ def test_bad_night_settings_are_named_with_their_key_path(tmp_path, night, darke
 
 
 SWITCHES_AND_CONSTANTS = {"inverse_tone", "lights", "lamps_visible", "noise", "black_level", "white_balance",
-                          "auto_gain", "max_gain", "tone_curve"}
+                          "auto_gain", "max_gain", "tone_curve", "jpeg_scale"}
 
 
 def test_training_params_are_a_distribution_of_their_own():
