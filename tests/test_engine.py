@@ -249,6 +249,21 @@ def test_refuses_to_overwrite_and_to_resume_another_recipe(tmp_path):
         Engine(changed).fit(resume=True)
 
 
+def test_a_key_added_since_the_checkpoint_reads_as_its_default(tmp_path):
+    """A checkpoint written before a recipe key existed (here: adapt.night, darkener.map_upsample dropped from the
+    saved recipe) resumes; a real change next to it is still named."""
+    from simmm.checkpoint import load_checkpoint, save_checkpoint
+
+    Engine(tiny_recipe(tmp_path)).fit()
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    del state["recipe"]["adapt"]["night"], state["recipe"]["darkener"]["map_upsample"]
+    save_checkpoint(state, path)
+    Engine(tiny_recipe(tmp_path)).fit(resume=True)
+    with pytest.raises(CheckpointError, match=r"changed keys: seed\. Resume"):
+        Engine(tiny_recipe(tmp_path, seed=5)).fit(resume=True)
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     Engine(tiny_recipe(tmp_path / "a")).fit()
     other = tiny_recipe(tmp_path / "b", model={"width": 6})
