@@ -16,7 +16,8 @@ extractor player); only what the second view sees differs:
 - ``brightness`` / ``gamma`` — fixed darkening to SMM's compound exposure, with BYOL (the paper's ablations);
 - ``night aug.`` — physical simulated night (``adapt.darkening: night``, training parameters) as augmentation;
 - ``SMM`` — the learned darkener (``--darkener-steps`` first), then the adaptation; ``SMM (map 1/4)`` the same with
-  the darkener's maps at a quarter resolution (``darkener.map_scale: 0.25``, the fast path of issue 10 §2);
+  the darkener's maps at a quarter resolution (``darkener.map_scale: 0.25``, the fast path), upsampled bilinearly or
+  by guided upsampling with the image as guide (``SMM (map 1/4, guided)``);
 - ``CIConv`` — a colour-invariant first layer (``model.ciconv: true``) trained on day for the same total steps;
 - ``Zero-DCE++`` / ``CLAHE`` — enhance-then-recognise on the ``no adaptation`` model (test time only).
 
@@ -71,7 +72,9 @@ METHODS = {
     "night aug.": Method("finetune", NO_DARKENER + ["adapt.darkening=night", "adapt.byol_weight=0"],
                          "simulated night (training parameters) as augmentation"),
     "SMM": Method("finetune", [], "learned darkener, then adaptation"),
-    "SMM (map 1/4)": Method("finetune", ["darkener.map_scale=0.25"], "darkener maps at 1/4 resolution"),
+    "SMM (map 1/4)": Method("finetune", ["darkener.map_scale=0.25"], "darkener maps at 1/4 resolution, bilinear"),
+    "SMM (map 1/4, guided)": Method("finetune", ["darkener.map_scale=0.25", "darkener.map_upsample=guided"],
+                                    "darkener maps at 1/4 resolution, guided upsampling"),
     "CIConv": Method("scratch", NO_DARKENER + ["model.ciconv=true", "adapt.darkening=none", "adapt.byol_weight=0"],
                      "colour-invariant first layer, day only"),
     "Zero-DCE++": Method("eval", ["eval.enhance=zero_dce"], "enhancer in front of the no-adaptation model"),
