@@ -21,6 +21,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: b
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it private: 0600)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             if durable:
@@ -30,3 +31,9 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: b
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
