@@ -250,7 +250,7 @@ MIXED = "mixed"
 # presets' (night is night), but none of its sampled ranges or probabilities equals a preset's (only the switches of
 # the pipeline and fixed constants such as the black level are shared; tests/test_night_augmentation.py checks it).
 # On day photos its images match the real night photos' statistics (simmm/real_night_stats.json) within 2 real
-# stds in every statistic but JPEG blockiness (docs_nightaug.md). Its per-image seeds come from the training RNG with
+# stds in every statistic but JPEG blockiness (README "Baselines"). Its per-image seeds come from the training RNG with
 # entropy [draw, 7] (:func:`_seed_entropies`), never the evaluation's [seed, i] or the benchmark's [seed].
 TRAINING = NightParams(
     n_lights=(0, 5), light_kinds=("sodium", "tungsten", "halogen", "led"), light_power=(0.005, 0.05),
