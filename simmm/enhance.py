@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from simmm.darkening import fold_clips, unfold_clips
 from simmm.errors import SimmmError
 
 __all__ = ["CLAHE", "ENHANCERS", "Enhancer", "Gamma", "ZeroDCE", "build_enhancer", "clahe", "gamma_correct",
@@ -287,13 +288,10 @@ class Enhancer(nn.Module):
 
     def enhance_images(self, images: Tensor) -> Tensor:
         video = images.dim() == 5
-        x = images.transpose(1, 2).flatten(0, 1) if video else images  # (B·T, 3, H, W)
+        x = fold_clips(images) if video else images  # (B·T, 3, H, W)
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             y = self.enhance(x.float()).to(images.dtype)
-        if video:
-            b, t = images.shape[0], images.shape[2]
-            y = y.view(b, t, *y.shape[1:]).transpose(1, 2)
-        return y
+        return unfold_clips(y, images.shape[2]) if video else y
 
     def forward(self, images: Tensor, *args, **kwargs):
         return self.model(self.enhance_images(images), *args, **kwargs)

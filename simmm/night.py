@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from simmm.darkening import fold_clips, unfold_clips
 from simmm.errors import DataError, SimmmError
 
 __all__ = [
@@ -723,12 +724,12 @@ def _run_clips(clips: Tensor, params, seed, generator, raw_only: bool = False) -
     p = _resolve(params)
     if p == MIXED:
         raise SimmmError("night simulator: 'mixed' draws a preset per image; give clips one preset or NightParams")
-    b, _, t, h, w = clips.shape
-    frames = clips.transpose(1, 2).reshape(b * t, 3, h, w)
+    b, t = clips.shape[0], clips.shape[2]
+    frames = fold_clips(clips)
     clip_entropies = _seed_entropies(b, seed, generator)
     out = _run(frames, p, None, None, raw_only=raw_only, entropies=[e for e in clip_entropies for _ in range(t)],
                noise_entropies=[e + [2, i] for e in clip_entropies for i in range(t)])
-    return out.reshape(b, t, out.shape[1], h, w).transpose(1, 2).contiguous()
+    return unfold_clips(out, t).contiguous()
 
 
 def simulate_night(images: Tensor, params: Union[NightParams, str, dict] = "street",

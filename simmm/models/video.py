@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..backbones import Normalize, backbone_normalization, create_backbone
+from ..darkening import fold_clips, unfold_clips
 from ..errors import SimmmError
 from ..weights import load_backbone_weights, load_state_dict_file, parse_pretrained, torchvision_state_dict
 from .ciconv import CHANNELS, CIConv, backbone_options
@@ -96,9 +97,7 @@ class VideoNet(nn.Module):
 def per_frame(layer: nn.Module, clips: torch.Tensor) -> torch.Tensor:
     """An image layer applied to every frame: ``(B, C, T, H, W)`` → the frames as a batch ``(B·T, C, H, W)`` →
     ``layer`` → ``(B, C', T, H', W')``."""
-    b, c, t, h, w = clips.shape
-    out = layer(clips.transpose(1, 2).reshape(b * t, c, h, w))
-    return out.reshape(b, t, *out.shape[1:]).transpose(1, 2)
+    return unfold_clips(layer(fold_clips(clips)), clips.shape[2])
 
 
 def _one_channel_stem(conv: nn.Conv3d) -> nn.Conv3d:
