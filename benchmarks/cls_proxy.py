@@ -98,7 +98,7 @@ def photos(kind: str) -> list:
 def base_overrides(args, seed: int, out: Path) -> list:
     per_train, per_test = (16, 8) if args.quick else (64, 32)
     return [f"seed={seed}", f"output_dir={out}", "log.progress=false", "checkpoint.every=1000000",
-            f"data.photos.photos={json.dumps(photos(args.photos))}",
+            f"data.photos.photos={json.dumps(args.photo_list)}",
             f"data.photos.per_class_train={per_train}", f"data.photos.per_class_test={per_test}",
             f"data.night_sim.seed={seed}", f"players.day.steps={args.day_steps}",
             f"players.darkener.steps={args.darkener_steps}", f"players.extractor.steps={args.steps}"]
@@ -108,36 +108,23 @@ def last_checkpoint(run: Path) -> Path:
     return run / "checkpoints" / "last.pt"
 
 
-def train(overrides: list, run: Path) -> tuple[dict, float, dict]:
-    """One run to its end (or its cached result); returns its last metrics, wall seconds and extras."""
+def measured(overrides: list, run: Path, train: bool = True) -> dict:
+    """One run — trained to its end, or (``train=False``) only evaluated — or its cached result:
+    ``{"metrics", "seconds"}`` plus the darkener's exposure response when the run trained one."""
     done = run / "proxy_result.json"
     if done.exists():
         saved = json.loads(done.read_text())
-        return saved["metrics"], saved["seconds"], saved.get("extra", {})
+        return {"metrics": saved["metrics"], "seconds": saved["seconds"], **saved.get("extra", {})}
     start = time.perf_counter()
     engine = Engine(load_recipe(RECIPE, overrides))
-    resume = last_checkpoint(run).exists()
-    metrics = engine.fit(resume=resume)
+    metrics = engine.fit(resume=last_checkpoint(run).exists()) if train else engine.evaluate()
     seconds = time.perf_counter() - start
     extra = {}
     if (run / "darkener_exposure.json").exists():
         extra["darkener_exposure"] = json.loads((run / "darkener_exposure.json").read_text())
-    done.write_text(json.dumps({"metrics": metrics, "seconds": seconds, "extra": extra}))
-    return metrics, seconds, extra
-
-
-def evaluate(overrides: list, run: Path) -> tuple[dict, float]:
-    done = run / "proxy_result.json"
-    if done.exists():
-        saved = json.loads(done.read_text())
-        return saved["metrics"], saved["seconds"]
-    start = time.perf_counter()
-    engine = Engine(load_recipe(RECIPE, overrides))
-    metrics = engine.evaluate()
-    seconds = time.perf_counter() - start
     run.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps({"metrics": metrics, "seconds": seconds}))
-    return metrics, seconds
+    done.write_text(json.dumps({"metrics": metrics, "seconds": seconds, "extra": extra}))
+    return {"metrics": metrics, "seconds": seconds, **extra}
 
 
 def run_seed(args, seed: int, runs: Path, methods: list) -> dict:
@@ -146,9 +133,7 @@ def run_seed(args, seed: int, runs: Path, methods: list) -> dict:
     seed_dir = runs / f"seed{seed}"
     day_dir = seed_dir / "day"
     base = lambda run: base_overrides(args, seed, run)  # noqa: E731
-    day_metrics, day_seconds, _ = train(base(day_dir) + ["players.darkener.steps=0", "players.extractor.steps=0"],
-                                        day_dir)
-    out["day model"] = {"metrics": day_metrics, "seconds": day_seconds}
+    out["day model"] = measured(base(day_dir) + ["players.darkener.steps=0", "players.extractor.steps=0"], day_dir)
     day_ckpt = last_checkpoint(day_dir)
     for name in methods:
         method = METHODS[name]
@@ -156,20 +141,17 @@ def run_seed(args, seed: int, runs: Path, methods: list) -> dict:
         if method.start == "day":
             continue
         if method.start == "finetune":
-            metrics, seconds, extra = train(base(run) + [f"init={day_ckpt}", "players.day.steps=0"]
-                                            + method.overrides, run)
+            out[name] = measured(base(run) + [f"init={day_ckpt}", "players.day.steps=0"] + method.overrides, run)
         elif method.start == "scratch":
-            metrics, seconds, extra = train(base(run) + [f"players.day.steps={args.day_steps + args.steps}",
-                                                         "players.extractor.steps=0"] + method.overrides, run)
+            out[name] = measured(base(run) + [f"players.day.steps={args.day_steps + args.steps}",
+                                              "players.extractor.steps=0"] + method.overrides, run)
         else:
             reference = seed_dir / "no_adaptation"
             if not last_checkpoint(reference).exists():
                 raise SystemExit(f"{name} evaluates the 'no adaptation' model: run that method too")
-            metrics, seconds = evaluate(base(run) + [f"init={last_checkpoint(reference)}", "players.day.steps=0",
-                                                     "players.darkener.steps=0", "players.extractor.steps=0"]
-                                        + method.overrides, run)
-            extra = {}
-        out[name] = {"metrics": metrics, "seconds": seconds, **extra}
+            out[name] = measured(base(run) + [f"init={last_checkpoint(reference)}", "players.day.steps=0",
+                                              "players.darkener.steps=0", "players.extractor.steps=0"]
+                                 + method.overrides, run, train=False)
     return out
 
 
@@ -292,6 +274,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.seeds, args.photos = args.seeds[:1], "skimage"
         args.day_steps, args.darkener_steps, args.steps = 40, 60, 40
+    args.photo_list = photos(args.photos)
     methods = ["day model"] + [m for m in args.methods if m != "day model"]
     if any(METHODS[m].start == "eval" for m in methods) and "no adaptation" not in methods:
         methods.insert(1, "no adaptation")
@@ -299,14 +282,14 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     per_seed = {seed: run_seed(args, seed, runs, methods) for seed in args.seeds}
     summary = summarise(per_seed, args.seeds, methods)
-    n = len(photos(args.photos))
+    n = len(args.photo_list)
     title = (f"classification proxy: {n} real photos ({args.photos}), day {args.day_steps} + {args.steps} steps"
              f"{' (quick)' if args.quick else ''}")
     text = render(summary, args.seeds, title)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "cls_proxy_quick" if args.quick else "cls_proxy"
-    result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "photos": photos(args.photos),
+    result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "photos": args.photo_list,
               "steps": {"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
               "methods": {m: METHODS[m].note for m in methods}, "per_seed": per_seed, "summary": summary,
               "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
