@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simmm import dist
+from simmm.atomic import atomic_write
 
 __all__ = ["RunLogger", "console", "print_metrics_table", "track", "write_json"]
 
@@ -203,6 +204,6 @@ def print_metrics_table(metrics: dict[str, float], title: str = "evaluation") ->
 
 
 def write_json(data, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2))
+    """``data`` as indented JSON, written atomically (a reader never sees half a file)."""
+    text = json.dumps(data, indent=2).encode()
+    atomic_write(path, lambda handle: handle.write(text))

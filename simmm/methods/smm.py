@@ -29,7 +29,6 @@ the clips.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -37,13 +36,13 @@ from typing import Any, Literal, Optional
 import torch
 from torch import nn
 
-from simmm.atomic import atomic_write
 from simmm.byol import BYOLHeads, copy_as_target, update_momentum
 from simmm.checkpoint import load_modules
 from simmm.darkening import DarkeningNet, clip_exposure, exposure_response, fold_clips, unfold_clips
 from simmm.darkening_losses import DarkeningLoss
 from simmm.errors import RecipeError, SimmmError
 from simmm.exposure import compound_exposure, sample_exposure
+from simmm.logger import write_json
 from simmm.method import Method, Phase, Player, Stream, register_method
 from simmm.night import TRAINING, NightParams, NightSimulator
 from simmm.recipe import non_negative, positive
@@ -81,7 +80,8 @@ class DarkenerConfig:
     """The darkening module D, its exposure sampling and its losses.
 
     ``exposure_patch``: side of the patches over which L_exp compares D(I)'s brightness with E (1: per pixel, the
-    authors' default; their ``L_exp`` takes a ``patch_size``, Zero-DCE uses 16). ``train_size`` [H, W]: D's phase resizes its training views to this size (the SMM paper trains D on
+    authors' default; their ``L_exp`` takes a ``patch_size``, Zero-DCE uses 16). ``train_size`` [H, W]: D's phase
+    resizes its training views to this size (the SMM paper trains D on
     Cityscapes at 256×512 while F sees 384×768 crops); empty: the views as they come.
     """
 
@@ -379,8 +379,8 @@ class SMM(Method):
 
     # --- what a finished run shows ----------------------------------------------------------------------------
     def write_artifacts(self, run_dir: Path, eval_sets) -> list[Path]:
-        """``darkening.png``: what the darkener learned, beside the physical night simulator; ``darkener_exposure.json``:
-        whether D follows E (:func:`simmm.darkening.exposure_response` on the first evaluation set, held out)."""
+        """``darkening.png``: what the darkener learned, beside the physical night simulator;
+        ``darkener_exposure.json``: whether D follows E (:func:`simmm.darkening.exposure_response` on the first evaluation set, held out)."""
         if self.darkener is None or not eval_sets:
             return []
         path = Path(run_dir) / "darkening.png"
@@ -389,9 +389,8 @@ class SMM(Method):
         images = [self.task.still(dataset[i]) for i in range(min(len(dataset), EXPOSURE_CHECK_IMAGES))]
         rows = exposure_response(self.darkener, images)
         table = Path(run_dir) / "darkener_exposure.json"
-        text = json.dumps({"eval_set": eval_sets[0].name, "images": len(images), "levels": rows,
-                           "max_abs_error": max(abs(r["error"]) for r in rows)}, indent=2)
-        atomic_write(table, lambda f: f.write(text.encode()))
+        write_json({"eval_set": eval_sets[0].name, "images": len(images), "levels": rows,
+                    "max_abs_error": max(abs(r["error"]) for r in rows)}, table)
         return [path, table]
 
 
