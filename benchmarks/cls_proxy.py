@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from simmm.engine import Engine
-from simmm.recipe import load_recipe
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy import Method, metric_keys, plot, render, run_seed, summarise, with_reference, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "demo.yaml"
@@ -50,16 +49,6 @@ OPENCV_PHOTOS = ("apple.jpg", "baboon.jpg", "building.jpg", "butterfly.jpg", "fr
                  "orange.jpg", "aero1.jpg", "graf1.png", "leuvenA.jpg", "aloeL.jpg", "rubberwhale1.png",
                  "squirrel_cls.jpg")
 SETS = ("day_test", "night_street", "night_urban", "night_dark", "night_mixed")
-
-
-@dataclass
-class Method:
-    """One row: recipe overrides, and how it starts: ``finetune`` from the seed's day model, ``scratch`` (its own
-    day training), or ``eval`` (the ``no adaptation`` model evaluated with the overrides)."""
-
-    start: str
-    overrides: list = field(default_factory=list)
-    note: str = ""
 
 
 NO_DARKENER = ["players.darkener.steps=0"]
@@ -104,157 +93,10 @@ def base_overrides(args, seed: int, out: Path) -> list:
             f"players.darkener.steps={args.darkener_steps}", f"players.extractor.steps={args.steps}"]
 
 
-def last_checkpoint(run: Path) -> Path:
-    return run / "checkpoints" / "last.pt"
-
-
-def measured(overrides: list, run: Path, train: bool = True) -> dict:
-    """One run — trained to its end, or (``train=False``) only evaluated — or its cached result:
-    ``{"metrics", "seconds"}`` plus the darkener's exposure response when the run trained one."""
-    done = run / "proxy_result.json"
-    if done.exists():
-        saved = json.loads(done.read_text())
-        return {"metrics": saved["metrics"], "seconds": saved["seconds"], **saved.get("extra", {})}
-    start = time.perf_counter()
-    engine = Engine(load_recipe(RECIPE, overrides))
-    metrics = engine.fit(resume=last_checkpoint(run).exists()) if train else engine.evaluate()
-    seconds = time.perf_counter() - start
-    extra = {}
-    if (run / "darkener_exposure.json").exists():
-        extra["darkener_exposure"] = json.loads((run / "darkener_exposure.json").read_text())
-    run.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps({"metrics": metrics, "seconds": seconds, "extra": extra}))
-    return {"metrics": metrics, "seconds": seconds, **extra}
-
-
-def run_seed(args, seed: int, runs: Path, methods: list) -> dict:
+def seed_runs(args, seed: int, runs: Path, methods: list) -> dict:
     torch.set_num_threads(args.threads)
-    out = {}
-    seed_dir = runs / f"seed{seed}"
-    day_dir = seed_dir / "day"
     base = lambda run: base_overrides(args, seed, run)  # noqa: E731
-    out["day model"] = measured(base(day_dir) + ["players.darkener.steps=0", "players.extractor.steps=0"], day_dir)
-    day_ckpt = last_checkpoint(day_dir)
-    for name in methods:
-        method = METHODS[name]
-        run = seed_dir / name.replace(" ", "_").replace("(", "").replace(")", "").replace("/", "-").replace(".", "")
-        if method.start == "day":
-            continue
-        if method.start == "finetune":
-            out[name] = measured(base(run) + [f"init={day_ckpt}", "players.day.steps=0"] + method.overrides, run)
-        elif method.start == "scratch":
-            out[name] = measured(base(run) + [f"players.day.steps={args.day_steps + args.steps}",
-                                              "players.extractor.steps=0"] + method.overrides, run)
-        else:
-            reference = seed_dir / "no_adaptation"
-            if not last_checkpoint(reference).exists():
-                raise SystemExit(f"{name} evaluates the 'no adaptation' model: run that method too")
-            out[name] = measured(base(run) + [f"init={last_checkpoint(reference)}", "players.day.steps=0",
-                                              "players.darkener.steps=0", "players.extractor.steps=0"]
-                                 + method.overrides, run, train=False)
-    return out
-
-
-def spread(values: list) -> dict:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
-
-
-def verdict(diffs: list) -> str:
-    """better / worse only when every seed's paired difference has the same sign (and there are ≥ 2 seeds)."""
-    if len(diffs) < 2:
-        return "one seed: no claim"
-    if all(d > 0 for d in diffs):
-        return "better"
-    if all(d < 0 for d in diffs):
-        return "worse"
-    return "within seed spread"
-
-
-def summarise(per_seed: dict, seeds: list, methods: list) -> dict:
-    columns = [(s, suffix) for s in SETS for suffix in ("", "_adabn")]
-    summary = {}
-    for name in methods:
-        row = {}
-        for s, suffix in columns:
-            key = f"{s}/top1{suffix}"
-            values = [per_seed[seed][name]["metrics"].get(key) for seed in seeds]
-            if any(v is None for v in values):
-                continue
-            row[key] = spread(values)
-            if name != "no adaptation" and "no adaptation" in methods:
-                ref = [per_seed[seed]["no adaptation"]["metrics"][key] for seed in seeds]
-                diffs = [v - r for v, r in zip(values, ref)]
-                row[key]["vs_no_adaptation"] = {"diffs": diffs, "verdict": verdict(diffs)}
-        row["seconds"] = spread([per_seed[seed][name]["seconds"] for seed in seeds])
-        exposure = [per_seed[seed][name].get("darkener_exposure") for seed in seeds]
-        if all(exposure):
-            row["darkener_max_abs_error"] = spread([e["max_abs_error"] for e in exposure])
-            row["darkener_levels"] = [{"exposure": lv["exposure"],
-                                       **spread([e["levels"][i]["mean"] for e in exposure])}
-                                      for i, lv in enumerate(exposure[0]["levels"])]
-        summary[name] = row
-    return summary
-
-
-def render(summary: dict, seeds: list, title: str) -> str:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=200, record=True)
-    for suffix, label in (("", "without AdaBN"), ("_adabn", "with AdaBN")):
-        table = Table(title=f"{title} — top-1 (%) {label}, mean ± std over seeds {seeds}")
-        table.add_column("method")
-        for s in SETS:
-            table.add_column(s, justify="right")
-        table.add_column("night mean", justify="right")
-        table.add_column("s / run", justify="right")
-        for name, row in summary.items():
-            cells = []
-            for s in SETS:
-                cell = row.get(f"{s}/top1{suffix}")
-                if cell is None:
-                    cells.append("—")
-                    continue
-                mark = {"better": " ▲", "worse": " ▼"}.get(cell.get("vs_no_adaptation", {}).get("verdict"), "")
-                cells.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}{mark}")
-            nights = [row[f"{s}/top1{suffix}"]["mean"] for s in SETS[1:] if f"{s}/top1{suffix}" in row]
-            night = f"{statistics.mean(nights):.1f}" if nights else "—"
-            table.add_row(name, *cells, night, f"{row['seconds']['mean']:.0f}")
-        console.print(table)
-    console.print("▲ / ▼: better / worse than 'no adaptation' on every seed (paired); unmarked: within the seed "
-                  "spread. 'night mean': mean of the four night columns.")
-    for name, row in summary.items():
-        if "darkener_levels" in row:
-            levels = ", ".join(f"E={lv['exposure']:g}: {lv['mean']:.3f}" for lv in row["darkener_levels"])
-            console.print(f"{name}: darkener brightness after its phase ({levels}); max |error| "
-                          f"{row['darkener_max_abs_error']['mean']:.3f} ± {row['darkener_max_abs_error']['std']:.3f}")
-    return console.export_text()
-
-
-def plot(summary: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True)
-    names = list(summary)
-    width = 0.8 / len(names)
-    for ax, suffix, label in ((axes[0], "", "without AdaBN"), (axes[1], "_adabn", "with AdaBN")):
-        for i, name in enumerate(names):
-            cells = [summary[name].get(f"{s}/top1{suffix}") for s in SETS]
-            xs = [k + i * width for k, c in enumerate(cells) if c]
-            ax.bar(xs, [c["mean"] for c in cells if c], yerr=[c["std"] for c in cells if c], width=width,
-                   label=name, capsize=2)
-        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(SETS))], SETS, fontsize=8)
-        ax.set_title(label, fontsize=9)
-    axes[0].set_ylabel("top-1 (%)")
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return run_seed(RECIPE, METHODS, methods, runs / f"seed{seed}", base, args.day_steps, args.steps)
 
 
 def main(argv=None) -> dict:
@@ -275,28 +117,24 @@ def main(argv=None) -> dict:
         args.seeds, args.photos = args.seeds[:1], "skimage"
         args.day_steps, args.darkener_steps, args.steps = 40, 60, 40
     args.photo_list = photos(args.photos)
-    methods = ["day model"] + [m for m in args.methods if m != "day model"]
-    if any(METHODS[m].start == "eval" for m in methods) and "no adaptation" not in methods:
-        methods.insert(1, "no adaptation")
+    methods = with_reference(args.methods, METHODS)
     runs = Path(args.runs) / ("quick" if args.quick else "full")
     start = time.perf_counter()
-    per_seed = {seed: run_seed(args, seed, runs, methods) for seed in args.seeds}
-    summary = summarise(per_seed, args.seeds, methods)
+    per_seed = {seed: seed_runs(args, seed, runs, methods) for seed in args.seeds}
+    summary = summarise(per_seed, args.seeds, methods, metric_keys(SETS, ["top1"]))
     n = len(args.photo_list)
     title = (f"classification proxy: {n} real photos ({args.photos}), day {args.day_steps} + {args.steps} steps"
              f"{' (quick)' if args.quick else ''}")
-    text = render(summary, args.seeds, title)
+    text = render(summary, args.seeds, title, SETS, ["top1"], SETS[1:])
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = "cls_proxy_quick" if args.quick else "cls_proxy"
     result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "photos": args.photo_list,
               "steps": {"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
               "methods": {m: METHODS[m].note for m in methods}, "per_seed": per_seed, "summary": summary,
               "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
               "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
-    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    (out / f"{stem}.txt").write_text(text)
-    plot(summary, out / f"{stem}.png", title)
+    write_results(out, stem, result, text)
+    plot(summary, out / f"{stem}.png", title, SETS, "top1")
     print(f"wrote {out / stem}.json|txt|png; the runs took {result['run_seconds']:.0f} s in all "
           f"({result['wall_seconds']:.0f} s in this call, the rest cached under {runs})")
     return result

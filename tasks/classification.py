@@ -28,7 +28,8 @@ from simmm.backbones import Normalize, backbone_normalization, create_backbone
 from simmm.byol import BYOLHeads
 from simmm.data.folder import CODAN_CLASSES, ImageFolderDataset, InMemoryImageDataset, scan_folder_dataset
 from simmm.data.images import verify_images
-from simmm.dist import is_distributed, sum_over_ranks
+from simmm.adabn import adabn
+from simmm.dist import sum_over_ranks
 from simmm.data.photos import PHOTOS, photo_crops
 from simmm.errors import DataError
 from simmm.logger import track
@@ -305,33 +306,3 @@ def top1(model: nn.Module, loader) -> float:
         total += len(batch["target"])
     counts = sum_over_ranks(torch.tensor([correct, total], dtype=torch.float64, device=device))
     return 100.0 * float(counts[0]) / max(float(counts[1]), 1.0)  # each process counted its share of the set
-
-
-@torch.no_grad()
-def adabn(model: nn.Module, loader) -> nn.Module:
-    """A copy of ``model`` whose batch-norm statistics are re-estimated on ``loader`` (AdaBN): the average of the
-    set's batch statistics. In a distributed run each process averages over its share and the averages are pooled,
-    weighted by batch count (the batches fall differently than in one process: the statistics agree closely, not
-    bitwise)."""
-    import copy
-
-    adapted = copy.deepcopy(model)
-    norms = [m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return adapted
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the whole set
-    adapted.train()
-    device = next(model.parameters()).device
-    for batch in loader:
-        adapted(batch["image"].to(device))
-    if is_distributed():  # each process saw its share of the set: pool the per-batch averages of all
-        for m in norms:
-            n = m.num_batches_tracked.to(torch.float64).view(1)
-            pooled = sum_over_ranks(torch.cat([n, m.running_mean.double() * n, m.running_var.double() * n]))
-            c = m.num_features
-            if float(pooled[0]) > 0:
-                m.running_mean.copy_(pooled[1:c + 1] / pooled[0])
-                m.running_var.copy_(pooled[c + 1:] / pooled[0])
-    return adapted.eval()

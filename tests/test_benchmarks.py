@@ -134,10 +134,10 @@ def test_step_speed_floors_do_what_they_claim(monkeypatch):
         steps[name]()
 
 
-def test_cls_proxy_claims_nothing_inside_the_seed_spread():
-    """cls_proxy's verdict: better/worse only when every seed's paired difference with 'no adaptation' has one sign;
+def test_proxy_claims_nothing_inside_the_seed_spread():
+    """The proxies' verdict: better/worse only when every seed's paired difference with 'no adaptation' has one sign;
     its summary's mean ± std (sample std) and paired differences by hand."""
-    from cls_proxy import summarise, verdict
+    from proxy import metric_keys, summarise, verdict
 
     assert verdict([0.4, 2.0, 0.1]) == "better" and verdict([-1.0, -0.2]) == "worse"
     assert verdict([3.0, -0.1, 5.0]) == "within seed spread" and verdict([0.0, 1.0]) == "within seed spread"
@@ -146,7 +146,7 @@ def test_cls_proxy_claims_nothing_inside_the_seed_spread():
     per_seed = {s: {"no adaptation": {"metrics": {key: ref}, "seconds": 10.0},
                     "SMM": {"metrics": {key: smm}, "seconds": t}}
                 for s, ref, smm, t in ((0, 10.0, 12.0, 30.0), (1, 20.0, 23.0, 50.0), (2, 30.0, 31.0, 40.0))}
-    row = summarise(per_seed, [0, 1, 2], ["no adaptation", "SMM"])["SMM"]
+    row = summarise(per_seed, [0, 1, 2], ["no adaptation", "SMM"], metric_keys(["night_dark"], ["top1"]))["SMM"]
     assert row[key]["mean"] == pytest.approx(22.0) and row[key]["std"] == pytest.approx(9.5394, abs=1e-4)
     assert row[key]["vs_no_adaptation"] == {"diffs": [2.0, 3.0, 1.0], "verdict": "better"}
     assert row["seconds"]["mean"] == pytest.approx(40.0) and row["seconds"]["std"] == pytest.approx(10.0)

@@ -269,7 +269,7 @@ def test_settings_are_in_the_state_dict():
 
 
 def test_adabn_sees_enhanced_images():
-    from simmm.tasks.classification import adabn
+    from simmm.adabn import adabn
 
     model = nn.Sequential(nn.BatchNorm2d(3), nn.Flatten(), nn.LazyLinear(2))
     model(torch.rand(2, 3, 2, 2))

@@ -1,0 +1,219 @@
+"""What the per-task proxy benchmarks share: methods as recipe overrides, cached runs, mean ± std over seeds, a
+paired verdict that claims nothing inside the seed spread, the table and the plot.
+
+Every proxy (``cls_proxy.py``, ``vpr_proxy.py``, ``act_proxy.py``) trains one day model per seed, then every method
+the same number of further steps from it (or from scratch for the same total, or only evaluates the ``no adaptation``
+model with other test-time settings), each run through :class:`simmm.engine.Engine` with a recipe and overrides.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+REFERENCE = "no adaptation"
+"""The equal-budget reference every verdict compares with."""
+
+
+@dataclass
+class Method:
+    """One row: recipe overrides, and how it starts: ``finetune`` from the seed's day model, ``scratch`` (its own
+    day training, day + adaptation steps), ``eval`` (the ``no adaptation`` model evaluated with the overrides) or
+    ``day`` (the day model itself)."""
+
+    start: str
+    overrides: list = field(default_factory=list)
+    note: str = ""
+
+
+def last_checkpoint(run: Path) -> Path:
+    return run / "checkpoints" / "last.pt"
+
+
+def run_dir(seed_dir: Path, name: str) -> Path:
+    return seed_dir / name.replace(" ", "_").replace("(", "").replace(")", "").replace("/", "-").replace(".", "")
+
+
+def measured(recipe: Path, overrides: list, run: Path, train: bool = True) -> dict:
+    """One run — trained to its end, or (``train=False``) only evaluated — or its cached result:
+    ``{"metrics", "seconds"}`` plus the darkener's exposure response when the run trained one."""
+    from simmm.engine import Engine
+    from simmm.recipe import load_recipe
+
+    done = run / "proxy_result.json"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        return {"metrics": saved["metrics"], "seconds": saved["seconds"], **saved.get("extra", {})}
+    start = time.perf_counter()
+    engine = Engine(load_recipe(recipe, overrides))
+    metrics = engine.fit(resume=last_checkpoint(run).exists()) if train else engine.evaluate()
+    seconds = time.perf_counter() - start
+    extra = {}
+    if (run / "darkener_exposure.json").exists():
+        extra["darkener_exposure"] = json.loads((run / "darkener_exposure.json").read_text())
+    run.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps({"metrics": metrics, "seconds": seconds, "extra": extra}))
+    return {"metrics": metrics, "seconds": seconds, **extra}
+
+
+def run_seed(recipe: Path, methods: dict, names: Sequence[str], seed_dir: Path, base: Callable[[Path], list],
+             day_steps: int, steps: int) -> dict:
+    """Every method of ``names`` for one seed: ``{name: measured(...)}``. ``base(run)``: the overrides every run of
+    this seed takes (seed, output_dir, data, phase lengths); the day model trains ``day_steps`` steps (the
+    ``players.day`` player), each ``finetune`` method ``steps`` more (the darkener phase, when the method has one,
+    then ``players.extractor``)."""
+    out = {}
+    day_dir = seed_dir / "day"
+    out["day model"] = measured(recipe, base(day_dir) + ["players.darkener.steps=0", "players.extractor.steps=0"],
+                                day_dir)
+    day_ckpt = last_checkpoint(day_dir)
+    for name in names:
+        method = methods[name]
+        run = run_dir(seed_dir, name)
+        if method.start == "day":
+            continue
+        if method.start == "finetune":
+            out[name] = measured(recipe, base(run) + [f"init={day_ckpt}", "players.day.steps=0"] + method.overrides,
+                                 run)
+        elif method.start == "scratch":
+            out[name] = measured(recipe, base(run) + [f"players.day.steps={day_steps + steps}",
+                                                      "players.extractor.steps=0"] + method.overrides, run)
+        else:
+            reference = run_dir(seed_dir, REFERENCE)
+            if not last_checkpoint(reference).exists():
+                raise SystemExit(f"{name} evaluates the '{REFERENCE}' model: run that method too")
+            out[name] = measured(recipe, base(run) + [f"init={last_checkpoint(reference)}", "players.day.steps=0",
+                                                      "players.darkener.steps=0", "players.extractor.steps=0"]
+                                 + method.overrides, run, train=False)
+    return out
+
+
+def with_reference(names: Sequence[str], methods: dict) -> list:
+    """``names`` led by the day model, with the reference added when an ``eval`` method needs its model."""
+    names = ["day model"] + [m for m in names if m != "day model"]
+    if any(methods[m].start == "eval" for m in names) and REFERENCE not in names:
+        names.insert(1, REFERENCE)
+    return names
+
+
+def spread(values: list) -> dict:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def verdict(diffs: list) -> str:
+    """better / worse only when every seed's paired difference has the same sign (and there are ≥ 2 seeds)."""
+    if len(diffs) < 2:
+        return "one seed: no claim"
+    if all(d > 0 for d in diffs):
+        return "better"
+    if all(d < 0 for d in diffs):
+        return "worse"
+    return "within seed spread"
+
+
+def summarise(per_seed: dict, seeds: list, methods: list, keys: Sequence[str]) -> dict:
+    """Per method and metric key: mean ± std over seeds and, against :data:`REFERENCE`, the paired differences and
+    their verdict; the wall seconds of a run; the darkener's exposure response when the runs trained one."""
+    summary = {}
+    for name in methods:
+        row = {}
+        for key in keys:
+            values = [per_seed[seed][name]["metrics"].get(key) for seed in seeds]
+            if any(v is None for v in values):
+                continue
+            row[key] = spread(values)
+            if name != REFERENCE and REFERENCE in methods:
+                ref = [per_seed[seed][REFERENCE]["metrics"][key] for seed in seeds]
+                diffs = [v - r for v, r in zip(values, ref)]
+                row[key]["vs_no_adaptation"] = {"diffs": diffs, "verdict": verdict(diffs)}
+        row["seconds"] = spread([per_seed[seed][name]["seconds"] for seed in seeds])
+        exposure = [per_seed[seed][name].get("darkener_exposure") for seed in seeds]
+        if all(exposure):
+            row["darkener_max_abs_error"] = spread([e["max_abs_error"] for e in exposure])
+            row["darkener_levels"] = [{"exposure": lv["exposure"],
+                                       **spread([e["levels"][i]["mean"] for e in exposure])}
+                                      for i, lv in enumerate(exposure[0]["levels"])]
+        summary[name] = row
+    return summary
+
+
+def metric_keys(sets: Sequence[str], metrics: Sequence[str]) -> list:
+    """``<set>/<metric>`` and ``<set>/<metric>_adabn`` for every set and metric."""
+    return [f"{s}/{m}{suffix}" for m in metrics for suffix in ("", "_adabn") for s in sets]
+
+
+def render(summary: dict, seeds: list, title: str, sets: Sequence[str], metrics: Sequence[str],
+           night_sets: Sequence[str]) -> str:
+    """One table per metric, without and with AdaBN: mean ± std per set, ▲/▼ for a verdict, the mean over
+    ``night_sets``, wall seconds; then the darkener's exposure response of each SMM row."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200, record=True)
+    for metric in metrics:
+        for suffix, label in (("", "without AdaBN"), ("_adabn", "with AdaBN")):
+            if not any(f"{s}/{metric}{suffix}" in row for row in summary.values() for s in sets):
+                continue
+            table = Table(title=f"{title} — {metric} (%) {label}, mean ± std over seeds {seeds}")
+            table.add_column("method")
+            for s in sets:
+                table.add_column(s, justify="right")
+            table.add_column("night mean", justify="right")
+            table.add_column("s / run", justify="right")
+            for name, row in summary.items():
+                cells = []
+                for s in sets:
+                    cell = row.get(f"{s}/{metric}{suffix}")
+                    if cell is None:
+                        cells.append("—")
+                        continue
+                    mark = {"better": " ▲", "worse": " ▼"}.get(cell.get("vs_no_adaptation", {}).get("verdict"), "")
+                    cells.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}{mark}")
+                nights = [row[f"{s}/{metric}{suffix}"]["mean"] for s in night_sets if f"{s}/{metric}{suffix}" in row]
+                night = f"{statistics.mean(nights):.1f}" if nights else "—"
+                table.add_row(name, *cells, night, f"{row['seconds']['mean']:.0f}")
+            console.print(table)
+    console.print(f"▲ / ▼: better / worse than '{REFERENCE}' on every seed (paired); unmarked: within the seed "
+                  f"spread. 'night mean': mean of the {len(night_sets)} night columns.")
+    for name, row in summary.items():
+        if "darkener_levels" in row:
+            levels = ", ".join(f"E={lv['exposure']:g}: {lv['mean']:.3f}" for lv in row["darkener_levels"])
+            console.print(f"{name}: darkener brightness after its phase ({levels}); max |error| "
+                          f"{row['darkener_max_abs_error']['mean']:.3f} ± {row['darkener_max_abs_error']['std']:.3f}")
+    return console.export_text()
+
+
+def plot(summary: dict, path: Path, title: str, sets: Sequence[str], metric: str) -> None:
+    """Bars of ``metric`` per set and method, without and with AdaBN, std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), sharey=True)
+    names = list(summary)
+    width = 0.8 / len(names)
+    for ax, suffix, label in ((axes[0], "", "without AdaBN"), (axes[1], "_adabn", "with AdaBN")):
+        for i, name in enumerate(names):
+            cells = [summary[name].get(f"{s}/{metric}{suffix}") for s in sets]
+            xs = [k + i * width for k, c in enumerate(cells) if c]
+            ax.bar(xs, [c["mean"] for c in cells if c], yerr=[c["std"] for c in cells if c], width=width,
+                   label=name, capsize=2)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(sets))], sets, fontsize=8)
+        ax.set_title(label, fontsize=9)
+    axes[0].set_ylabel(f"{metric} (%)")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_results(out: Path, stem: str, result: dict, text: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{stem}.txt").write_text(text)
