@@ -10,7 +10,8 @@ Built only on simmm's public API.
   drawn once and applied identically to both views, so the day view and the darkened view stay pixel-aligned with
   each other and with the label. It runs on the batch's device.
 * Evaluation: confusion-matrix mIoU over the 19 Cityscapes classes at the label's native resolution, whole-image
-  or sliding-window inference; metrics ``<set>/mIoU``, ``<set>/pixel_acc`` and ``<set>/IoU_<class>``.
+  or sliding-window inference; metrics ``<set>/mIoU``, ``<set>/pixel_acc`` and ``<set>/IoU_<class>``;
+  ``data.adabn: true`` adds ``<set>/mIoU_adabn`` and ``<set>/pixel_acc_adabn`` (statistics re-estimated per set).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simmm.adabn import adabn
 from simmm.byol import BYOLHeads
 from simmm.data.labels import TRAIN_CLASSES
 from simmm.data.segmentation import check_segmentation_tree, get_dataset_class
@@ -31,6 +33,7 @@ from simmm.data.select import SelectKeys
 from simmm.dist import is_distributed, per_process
 from simmm.errors import RecipeError
 from simmm.inference import predict_sliding, predict_whole
+from simmm.logger import track
 from simmm.metrics import ConfusionMatrix
 from simmm.models import create_segmenter
 from simmm.task import DataReport, EvalSet, Forward, TaskAdapter, register_task
@@ -78,6 +81,10 @@ class SegmentationSetConfig:
 
 @dataclass
 class SegmentationDataConfig:
+    """Training and evaluation sets, the training views' augmentation, whole-image or sliding-window inference.
+    ``adabn``: also score every evaluation set with batch-norm statistics re-estimated on it (AdaBN; the images
+    predicted as scored), ``<set>/mIoU_adabn``."""
+
     train: SegmentationSetConfig = field(default_factory=lambda: SegmentationSetConfig(split="train"))
     eval: dict[str, SegmentationSetConfig] = field(default_factory=dict)
     crop: tuple[int, int] = (384, 768)
@@ -89,6 +96,7 @@ class SegmentationDataConfig:
     inference: Literal["whole", "sliding"] = "whole"
     window: tuple[int, int] = (512, 1024)
     stride: tuple[int, int] = (341, 683)
+    adabn: bool = False
 
     def check(self, path: str) -> None:
         lo, hi = self.scale
@@ -233,21 +241,35 @@ class Segmentation(TaskAdapter):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, eval_set: EvalSet) -> dict[str, float]:
         device = next(model.parameters()).device
+
+        def predict(net: nn.Module, batch: dict) -> torch.Tensor:
+            if eval_set.predict is not None:
+                return eval_set.predict(net, batch)
+            return self.predict(net, batch["image"].to(device), eval_set.options.get("size"))
+
+        name = eval_set.name
+        result = self._score(model, loader, predict)
+        metrics = {f"{name}/mIoU": result["mIoU"], f"{name}/pixel_acc": result["pixel_accuracy"]}
+        for cls, iou in zip(TRAIN_CLASSES, result["per_class_iou"]):
+            metrics[f"{name}/IoU_{cls.replace(' ', '_')}"] = iou
+        if self.cfg.adabn:
+            # two more passes: re-estimate the statistics on the set's images as they are predicted, then score
+            adapted = adabn(model, track(loader, f"eval {name}: AdaBN statistics"), forward=predict)
+            result = self._score(adapted, track(loader, f"eval {name}: AdaBN"), predict)
+            metrics.update({f"{name}/mIoU_adabn": result["mIoU"], f"{name}/pixel_acc_adabn": result["pixel_accuracy"]})
+        return metrics
+
+    def _score(self, model: nn.Module, loader, predict) -> dict:
+        """The set's confusion-matrix scores (mIoU, pixel accuracy, per-class IoU), at the labels' resolution."""
+        device = next(model.parameters()).device
         matrix = ConfusionMatrix(self.recipe.model.num_classes, ignore_index=IGNORE, device=device)
         for batch in loader:
             target = batch["target"].to(device)
-            if eval_set.predict is not None:
-                logits = eval_set.predict(model, batch)
-            else:
-                logits = self.predict(model, batch["image"].to(device), eval_set.options.get("size"))
+            logits = predict(model, batch)
             if logits.shape[-2:] != target.shape[-2:]:  # score at the label's native resolution
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
             matrix.update(logits, target)
-        result = matrix.all_reduce().compute()  # each process scored its share of the set
-        metrics = {f"{eval_set.name}/mIoU": result["mIoU"], f"{eval_set.name}/pixel_acc": result["pixel_accuracy"]}
-        for cls, iou in zip(TRAIN_CLASSES, result["per_class_iou"]):
-            metrics[f"{eval_set.name}/IoU_{cls.replace(' ', '_')}"] = iou
-        return metrics
+        return matrix.all_reduce().compute()  # each process scored its share of the set
 
 
 def joint_scale_crop_flip(images: torch.Tensor, targets: torch.Tensor, crop, scale, hflip: bool):

@@ -56,7 +56,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
     ("cls_smoke.yaml", "data.night_sim.xyz", "mixed, presets, seed, source"),
     ("cls_smoke.yaml", "data.photos.xyz", "per_class_test, per_class_train"),
     ("seg_smoke.yaml", "model.xyz", "backbone, checkpointing, ciconv, decoder"),
-    ("seg_smoke.yaml", "data.xyz", "blur, color_jitter, crop, cutout, eval"),
+    ("seg_smoke.yaml", "data.xyz", "adabn, blur, color_jitter, crop, cutout"),
     ("seg_smoke.yaml", "data.train.xyz", "condition, dataset, root, size, split"),
     ("seg_smoke.yaml", "data.eval.cs_val.xyz", "condition, dataset, root, size, split"),
 ])
