@@ -22,11 +22,12 @@ REFERENCE = "no adaptation"
 class Method:
     """One row: recipe overrides, and how it starts: ``finetune`` from the seed's day model, ``scratch`` (its own
     day training, day + adaptation steps), ``eval`` (the ``no adaptation`` model evaluated with the overrides) or
-    ``day`` (the day model itself)."""
+    ``day`` (the day model itself). ``recipe``: its own recipe file, where it has one (the paper protocols)."""
 
     start: str
     overrides: list = field(default_factory=list)
     note: str = ""
+    recipe: str = ""
 
 
 def last_checkpoint(run: Path) -> Path:
