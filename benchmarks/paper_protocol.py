@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -151,17 +152,27 @@ PROTOCOLS = {
 }
 
 
+def for_recipe(recipe: str, overrides: list) -> list:
+    """``overrides`` without the ``dania.`` keys when ``recipe`` does not run DANIA (its pairs' root is data only
+    the DANIA run reads)."""
+    from simmm.recipe import read_recipe_dict
+
+    if read_recipe_dict(RECIPES / recipe).get("method") == "dania":
+        return overrides
+    return [o for o in overrides if not o.startswith("dania.")]
+
+
 def plan(protocol: Protocol, seed: int, seed_dir: Path, common: list, names: list) -> list:
     """``(name, recipe, overrides, run, train)`` of every run of one seed, the day model first."""
     day_dir = seed_dir / "day"
-    runs = [("day model", protocol.day, [f"seed={seed}", f"output_dir={day_dir}", *protocol.day_overrides, *common],
-             day_dir, True)]
+    runs = [("day model", protocol.day, [f"seed={seed}", f"output_dir={day_dir}", *protocol.day_overrides,
+                                         *for_recipe(protocol.day, common)], day_dir, True)]
     day = last_checkpoint(day_dir)
     for name in names:
         method = protocol.methods[name]
         run = run_dir(seed_dir, name)
         start = {"finetune": [f"init={day}"], "scratch": [], "eval": [f"init={day}"]}[method.start]
-        base = [f"seed={seed}", f"output_dir={run}", *common, *start]
+        base = [f"seed={seed}", f"output_dir={run}", *for_recipe(method.recipe, common), *start]
         if method.start == "eval":
             base += protocol.day_overrides
         runs.append((name, method.recipe, base + method.overrides, run, method.start != "eval"))
@@ -255,8 +266,9 @@ def main(argv=None) -> dict:
     if args.dry_run:
         for seed, runs in plans.items():
             for name, recipe, overrides, run, train in runs:
-                print(f"seed {seed} · {name}: {'simmm train' if train else 'simmm eval'} recipes/{recipe} "
-                      + " ".join(f"--set {o}" for o in overrides))
+                command = f"simmm train recipes/{recipe}" if train else \
+                    f"simmm eval recipes/{recipe} --checkpoint {last_checkpoint(runs[0][3])}"
+                print(f"seed {seed} · {name}: {command} " + " ".join(f"--set {shlex.quote(o)}" for o in overrides))
         print(json.dumps({"paper": protocol.paper, "source": protocol.source}, indent=1))
         return {"plans": plans}
     start = time.perf_counter()
