@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from simmm.darkening import fold_clips, unfold_clips
 from simmm.engine import Engine, resolve_amp
 from simmm.recipe import recipe_from_dict
 from simmm.task import EvalSet
@@ -91,7 +92,9 @@ def floor_step(engine: Engine, batch: dict) -> None:
     optimizer = engine.optimizers["extractor"]
     with engine._autocast():  # the same precision as the engine's steps
         with torch.no_grad():
-            dark = engine.method.darkener(images, torch.full((images.shape[0],), 0.1, device=images.device)).image
+            frames = fold_clips(images) if images.dim() == 5 else images  # clips: the darkener sees their frames
+            dark = engine.method.darkener(frames, torch.full((frames.shape[0],), 0.1, device=images.device)).image
+            dark = unfold_clips(dark, images.shape[2]) if images.dim() == 5 else dark
             target = engine.method.target
             adapter.forward(target, images, output=False), adapter.forward(target, dark, output=False)
         loss = adapter.task_loss(model(images), batch) + adapter.task_loss(model(dark), batch)

@@ -21,10 +21,12 @@ quarter of the resolution, bilinearly upsampled); ``--map-scales`` changes the l
 Timings are medians of ``--steps`` repeats after ``--warmup`` calls, the step kinds taking turns (round robin) so
 that a change of load on a shared machine falls on all alike; the plain step is re-timed with each darkener
 setting and each setting's ratios use its own plain timing. Absolute seconds are noisy on a shared machine; the
-ratios within one run much less. Each task is a small function returning an engine for a set of players (``TASKS``): place
-recognition and action recognition plug in with one function each.
+ratios within one run much less. Each task is a small function returning an engine for a set of players (``TASKS``);
+each step kind runs on the batches its player reads (place recognition: mined tuples for the plain and adaptation
+steps, single images for D; action: clips). Place recognition's adaptation step — the tuple plus the darkened
+query, no BYOL, no target — is its own floor.
 
-    python benchmarks/step_speed.py                  # classification (ResNet-18, batch 16 at 112^2) + segmentation
+    python benchmarks/step_speed.py                  # the four tasks (settings in TASKS)
     python benchmarks/step_speed.py --tasks classification --steps 7
     python benchmarks/step_speed.py --quick          # tiny sizes, a few seconds: checks that it runs
 
@@ -100,12 +102,51 @@ def segmentation(setting, players, map_scale: float) -> Engine:
     return build_segmentation(args, False, players)
 
 
+def place_recognition(setting, players, map_scale: float) -> Engine:
+    """GeM on ResNet-18 (no pretrained weights), tuples of a query, a positive and ``negatives`` mined negatives at
+    ``size``² from the tiny retrieval-SfM-form tree; the paper's Adam; no BYOL (the paper's place recognition)."""
+    train = {"root": "synthetic:retrieval_sfm", "image_size": setting.size, "queries": 2 * setting.batch,
+             "pool_size": 12, "negatives": setting.negatives, "mine_batch": 8}
+    raw = {
+        "task": "place_recognition", "name": "bench", "output_dir": "/tmp/simmm_bench", "device": "cpu", "amp": "off",
+        "model": {"backbone": setting.backbone, "pretrained": ""},
+        "data": {"train": train, "eval": {"tokyo247": {"root": "synthetic:tokyo247", "image_size": setting.size}}},
+        "darkener": {"map_scale": map_scale}, "adapt": {"byol_weight": 0},
+        "players": {name: {"steps": 1, "batch_size": setting.batch, "optimizer": "adam", "lr": 1e-6}
+                    for name in players},
+        "log": {"progress": False, "tensorboard": "off"},
+    }
+    return Engine(recipe_from_dict(raw))
+
+
+def action(setting, players, map_scale: float) -> Engine:
+    """I3D (``backbone`` inflated, no pretrained weights), clips of ``frames`` frames at ``size``² from the tiny
+    ARID-form tree; the paper's SGD."""
+    videos = {"root": "synthetic:arid", "list": "list_cvt/ARID_split1_train.txt", "videos": "clips"}
+    s = setting.size
+    raw = {
+        "task": "action", "name": "bench", "output_dir": "/tmp/simmm_bench", "device": "cpu", "amp": "off",
+        "model": {"arch": "i3d", "backbone": setting.backbone, "pretrained": ""},
+        "data": {"train": videos, "eval": {"arid": videos}, "clip_length": setting.frames, "interval": 1,
+                 "load_size": [s, s], "scale": [s, s], "crop": s},
+        "darkener": {"map_scale": map_scale},
+        "players": {name: {"steps": 1, "batch_size": setting.batch, "optimizer": "sgd", "lr": 1e-3}
+                    for name in players},
+        "log": {"progress": False, "tensorboard": "off"},
+    }
+    return Engine(recipe_from_dict(raw))
+
+
 # task -> (engine builder, default setting, quick setting). A new task adds one builder and its settings here.
 TASKS = {
     "classification": (classification, dict(backbone="resnet18", batch=16, size=112),
                        dict(backbone="resnet10t", batch=2, size=32)),
     "segmentation": (segmentation, dict(backbone="resnet18", batch=2, size=[128, 256], features=64),
                      dict(backbone="resnet18", batch=2, size=[32, 64], features=16)),
+    "place_recognition": (place_recognition, dict(backbone="resnet18", batch=2, size=224, negatives=3),
+                          dict(backbone="resnet10t", batch=1, size=32, negatives=1)),
+    "action": (action, dict(backbone="resnet18", batch=2, size=112, frames=8),
+               dict(backbone="resnet10t", batch=2, size=32, frames=4)),
 }
 
 
@@ -120,18 +161,25 @@ def darkener_floor_step(engine: Engine, batch: dict) -> None:
 
 
 def step_functions(engine: Engine, setting) -> tuple[dict, dict]:
-    """One batch and a callable per step kind this engine has players for."""
-    batch = next(iter(torch.utils.data.DataLoader(engine.adapter.train_dataset(), batch_size=setting.batch)))
+    """The batch each step kind reads, and a callable per step kind this engine has players for: a fixed set of
+    batches per player (its own streams' first batches: tuples mined as a run mines them, clips,
+    images) and a callable per step kind this engine has players for. ``extractor_floor`` only where the adaptation
+    step has more than its floor to it (views, BYOL, targets): place recognition's step — the tuple plus the
+    darkened query, no BYOL — is its own floor."""
+    batches = {}
+    for player in engine.players:
+        engine._activate(next(p for p in engine.plan if player in p.players))
+        batches[player] = {stream: engine._batch(stream) for stream in engine.players[player].streams}
 
     def run(player):
         def step():
-            engine.run_step(player, {stream: batch for stream in engine.players[player].streams})
+            engine.run_step(player, batches[player])
         return step
 
     def in_phase(player, fn):
         def step():
             engine._activate(next(p for p in engine.plan if player in p.players))
-            fn(engine, batch)
+            fn(engine, batches[player][player])
         return step
 
     steps = {"plain": run("day"), "darkener": run("darkener"),
@@ -139,7 +187,10 @@ def step_functions(engine: Engine, setting) -> tuple[dict, dict]:
              "extractor": run("extractor"), "extractor_floor": in_phase("extractor", extractor_floor_step)}
     needs = {"plain": "day", "darkener": "darkener", "darkener_floor": "darkener", "extractor": "extractor",
              "extractor_floor": "extractor"}
-    return batch, {name: fn for name, fn in steps.items() if needs[name] in engine.players}
+    if engine.recipe.task == "place_recognition":
+        needs.pop("extractor_floor")
+    kinds = [name for name in steps if name in needs and needs[name] in engine.players]
+    return {name: batches[needs[name]][needs[name]] for name in kinds}, {name: steps[name] for name in kinds}
 
 
 def timed(fns: dict, steps: int, warmup: int) -> dict:
@@ -160,7 +211,8 @@ def timed(fns: dict, steps: int, warmup: int) -> dict:
 def peak_bytes(engine: Engine, batch: dict, fn) -> int:
     """Resident tensors (weights, gradients, optimiser state, batch) + the step's transient peak."""
     fn()  # the optimiser's state exists from the first step on
-    return resident_bytes(engine, batch.values()) + transient_peak_bytes(fn)
+    tensors = [v for v in batch.values() if isinstance(v, torch.Tensor)]
+    return resident_bytes(engine, tensors) + transient_peak_bytes(fn)
 
 
 def measure_task(task: str, args) -> dict:
@@ -169,26 +221,27 @@ def measure_task(task: str, args) -> dict:
     setting = SimpleNamespace(**(quick if args.quick else default))
     out = {"setting": {k: v for k, v in vars(setting).items()}, "plain": {}, "darkener_settings": {}}
     torch.manual_seed(0)
-    engine = builder(setting, ("day",), 1.0)
-    batch, steps = step_functions(engine, setting)
-    plain_engine, plain_batch, plain_step = engine, batch, steps["plain"]
+    plain_engine = builder(setting, ("day",), 1.0)
+    plain_batches, plain_steps = step_functions(plain_engine, setting)
+    plain_step = plain_steps["plain"]
     for scale in args.map_scales:
         torch.manual_seed(0)
         engine = builder(setting, ("darkener", "extractor"), scale)
-        batch, steps = step_functions(engine, setting)
-        names = ("darkener", "darkener_floor", "extractor", "extractor_floor")
+        batches, steps = step_functions(engine, setting)
+        names = [n for n in ("darkener", "darkener_floor", "extractor", "extractor_floor") if n in steps]
         seconds = timed({"plain": plain_step, **{name: steps[name] for name in names}}, args.steps, args.warmup)
-        row = {name: {"seconds": seconds[name], "peak_mib": peak_bytes(engine, batch, steps[name]) / MIB}
+        row = {name: {"seconds": seconds[name], "peak_mib": peak_bytes(engine, batches[name], steps[name]) / MIB}
                for name in names}
         if not out["plain"]:
             out["plain"] = {"seconds": seconds["plain"],
-                            "peak_mib": peak_bytes(plain_engine, plain_batch, plain_step) / MIB}
+                            "peak_mib": peak_bytes(plain_engine, plain_batches["plain"], plain_step) / MIB}
         row["plain_seconds"] = seconds["plain"]  # this setting's own plain timing (the ratios use it)
         plain = {"seconds": seconds["plain"], "peak_mib": out["plain"]["peak_mib"]}
+        floor = row.get("extractor_floor", row["extractor"])  # no floor of its own: the step is its floor
         row["ratios"] = {
             "darkener_vs_plain": row["darkener"]["seconds"] / plain["seconds"],
             "darkener_vs_floor": row["darkener"]["seconds"] / row["darkener_floor"]["seconds"],
-            "extractor_vs_floor": row["extractor"]["seconds"] / row["extractor_floor"]["seconds"],
+            "extractor_vs_floor": row["extractor"]["seconds"] / floor["seconds"],
             "extractor_vs_plain": row["extractor"]["seconds"] / plain["seconds"],
             "darkener_memory_vs_plain": row["darkener"]["peak_mib"] / plain["peak_mib"],
             "extractor_memory_vs_plain": row["extractor"]["peak_mib"] / plain["peak_mib"],
@@ -216,7 +269,8 @@ def render(results: dict, title: str) -> str:
             q = row["ratios"]
             table.add_row(task, name, f"{row['plain_seconds']:.3f}", f"{row['darkener']['seconds']:.3f}",
                           f"{row['darkener_floor']['seconds']:.3f}", f"{row['extractor']['seconds']:.3f}",
-                          f"{row['extractor_floor']['seconds']:.3f}", f"{q['darkener_vs_plain']:.2f}",
+                          f"{row['extractor_floor']['seconds']:.3f}" if "extractor_floor" in row else "— (= F)",
+                          f"{q['darkener_vs_plain']:.2f}",
                           f"{q['extractor_vs_floor']:.2f}", f"{q['extractor_vs_plain']:.2f}", f"{p['peak_mib']:.0f}",
                           f"{row['darkener']['peak_mib']:.0f}", f"{q['darkener_memory_vs_plain']:.2f}",
                           f"{row['extractor']['peak_mib']:.0f}")

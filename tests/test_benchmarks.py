@@ -134,6 +134,28 @@ def test_step_speed_floors_do_what_they_claim(monkeypatch):
         steps[name]()
 
 
+@pytest.mark.parametrize("task", ["place_recognition", "action"])
+def test_step_speed_times_every_task(task):
+    """Place recognition and action build at their quick settings and every step kind runs on the batches its
+    player reads: mined tuples for F, single images for D (place recognition, whose adaptation step is its own
+    floor), clips for both (action: the floor darkens a clip's frames)."""
+    from types import SimpleNamespace
+
+    import step_speed
+
+    setting = SimpleNamespace(**step_speed.TASKS[task][2])
+    engine = step_speed.TASKS[task][0](setting, ("darkener", "extractor"), 1.0)
+    batches, steps = step_speed.step_functions(engine, setting)
+    floors = {"darkener_floor"} | ({"extractor_floor"} if task == "action" else set())
+    assert set(steps) == {"darkener", "extractor"} | floors
+    if task == "action":
+        assert batches["extractor_floor"]["image"].dim() == 5
+    else:
+        assert batches["darkener"]["image"].dim() == 4 and batches["extractor"]["image"].dim() == 5  # tuples
+    for fn in steps.values():
+        fn()
+
+
 def test_proxy_claims_nothing_inside_the_seed_spread():
     """The proxies' verdict: better/worse only when every seed's paired difference with 'no adaptation' has one sign;
     its summary's mean ± std (sample std) and paired differences by hand."""
