@@ -31,6 +31,8 @@ def adabn(model: nn.Module, loader: Iterable[Union[dict, torch.Tensor]]) -> nn.M
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the whole set
     adapted.train()
+    for m in norms:  # a model may keep its batch norm in eval mode whatever train() asks (RetrievalNet's freeze_bn)
+        m.train()
     device = next(model.parameters()).device
     for batch in loader:
         adapted((batch["image"] if isinstance(batch, dict) else batch).to(device))
