@@ -28,8 +28,9 @@ random crops (kornia, seeded by :data:`TRAIN_SEED`): synthetic viewpoint changes
 **Night**: the queries turned into night photos by :mod:`simmm.night`'s evaluation presets ``street``, ``urban``,
 ``dark`` (one test tree each) and a ``mixed`` tree whose query i takes preset ``MIXED[i % 3]`` (the same night image
 as in that preset's tree); seeded per benchmark seed (query i: ``seed * 1_000_003 + i``), generated once under a cache
-folder. ``day`` is the same test tree with the day queries. Every image is stored at longer side
-:data:`simmm.data.opencv_places.MAX_SIDE`.
+folder. ``day`` is the same test tree with the day queries. Training images are stored at longer side
+:data:`simmm.data.opencv_places.MAX_SIDE`, test images at the size they are evaluated at (the night is simulated
+there).
 """
 from __future__ import annotations
 
@@ -99,8 +100,8 @@ def shot_views(cuts: Sequence[int], length: int, gap: int = QUERY_GAP) -> list[t
     return views
 
 
-def _fit(image: Image.Image) -> Image.Image:
-    scale = MAX_SIDE / max(image.size)
+def _fit(image: Image.Image, side: int = MAX_SIDE) -> Image.Image:
+    scale = side / max(image.size)
     return image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.BILINEAR)
 
 
@@ -238,19 +239,21 @@ def mixed_presets(n: int) -> list[str]:
     return [MIXED[i % len(MIXED)] for i in range(n)]
 
 
-def make_test_trees(root: Path, seed: int) -> dict[str, Path]:
-    """The test trees of one seed (Tokyo 24/7 retrieval form) under ``root/seed<seed>/<set>``, once: ``{set:
-    path}`` for :data:`SETS`. Database: every test place's view-1 images, then the distractors; queries: every
-    place's view 2 (day, or turned to night); ``ok``: the place's database images."""
+def make_test_trees(root: Path, seed: int, side: int = MAX_SIDE) -> dict[str, Path]:
+    """The test trees of one seed (Tokyo 24/7 retrieval form) under ``root/side<side>/seed<seed>/<set>``, once:
+    ``{set: path}`` for :data:`SETS`. Database: every test place's view-1 images, then the distractors; queries:
+    every place's view 2 (day, or turned to night); ``ok``: the place's database images. Every image is stored at
+    longer side ``side`` (the night is simulated at that size)."""
     from simmm.data.images import image_to_tensor, tensor_to_image
     from simmm.night import simulate_night
 
-    base = Path(root) / f"seed{seed}"
+    base = Path(root) / f"side{side}" / f"seed{seed}"
     roots = {name: base / name for name in SETS}
     if all(_done(r) for r in roots.values()):
         return roots
-    places = held_out_places()
-    distractors = [_fit(Image.open(_opencv(d)).convert("RGB")) for d in TEST_DISTRACTORS]
+    places = [{**p, "database": [_fit(i, side) for i in p["database"]], "query": _fit(p["query"], side)}
+              for p in held_out_places()]
+    distractors = [_fit(Image.open(_opencv(d)).convert("RGB"), side) for d in TEST_DISTRACTORS]
     imlist, database, gnd = [], [], []
     for place in places:
         first = len(imlist)

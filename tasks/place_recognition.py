@@ -19,8 +19,8 @@ Built only on simmm's public API.
   (trapezoid-rule AP, junk ignored) and Recall@1/5/10 in percent, ``<set>/mAP``, ``<set>/R@N``. Descriptors are
   cached per model weights under ``cache_dir``.
 * ``data.adabn: true`` (AdaBN, :mod:`simmm.adabn`) adds ``<set>/mAP_adabn`` and ``<set>/R@N_adabn``: the queries are
-  described by a copy of the model whose batch-norm statistics are re-estimated on the set's query images (each
-  query at the set's size, one image per batch: sizes differ), the database by the unchanged model. The
+  described by a copy of the model whose batch-norm statistics are re-estimated on the set's query images
+  (batches of :data:`ADABN_BATCH`, each image resized to ``image_size``²), the database by the unchanged model. The
   queries are the shifted domain (night) and the database is the day reference, as in Tokyo 24/7; re-estimating
   on database and queries together would mix the two domains, and on the database alone would change nothing the
   night queries need. Adapted descriptors are cached under their own name and key (never mixed with plain ones).
@@ -55,6 +55,7 @@ from simmm.task import DataReport, EvalSet, Forward, TaskAdapter, register_task
 from simmm.whitening import apply_whitening, learn_whitening
 
 RECALLS = (1, 5, 10)
+ADABN_BATCH = 16  # query images per batch while AdaBN re-estimates the statistics
 
 
 @dataclass
@@ -384,11 +385,17 @@ class PlaceRecognition(TaskAdapter):
         return metrics
 
     @staticmethod
-    def _adabn_batches(dataset: RetrievalTestSet, indices: list[int]):
-        """AdaBN's batches: each image of ``indices`` alone, at the set's size (scale 1: at the smaller scales the
-        last maps of a small image can shrink to one value per channel, which batch norm cannot normalise)."""
-        for i in indices:
-            yield dataset.load(i)[None]
+    def _adabn_batches(dataset: RetrievalTestSet, indices: list[int], batch: int = ADABN_BATCH):
+        """AdaBN's batches: the images of ``indices``, ``batch`` at a time, each resized to ``max_size``² (the
+        set's size; a batch needs one size, and batches of several images carry the variance between images, which
+        batches of one image would leave out of the statistics)."""
+        size = dataset.max_size
+        for start in range(0, len(indices), batch):
+            images = [dataset.load(i)[None] for i in indices[start:start + batch]]
+            if size:
+                images = [nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                          for x in images]
+            yield torch.cat(images)
 
     @staticmethod
     def _scores(queries: torch.Tensor, database: torch.Tensor, gnd: list, name: str, suffix: str,
