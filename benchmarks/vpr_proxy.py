@@ -88,11 +88,10 @@ def base_overrides(args, seed: int, out: Path, train: Path, tests: dict) -> list
             for name in SETS}
     tuples = {"root": str(train), "dataset": vpr_places.SFM, "image_size": args.train_size, "queries": args.queries,
               "pool_size": 1000, "negatives": 3, "mine_batch": 16}
-    lr = {"lr": args.lr}
     return [f"seed={seed}", f"output_dir={out}", "log.progress=false", "checkpoint.every=1000000",
             f"data.train={json.dumps(tuples)}", f"data.eval={json.dumps(sets)}", "data.adabn=true",
             f"data.scales={json.dumps(args.scales)}", f"data.cache_dir={out / 'cache'}",
-            f"players.day.lr={lr['lr']}", f"players.extractor.lr={lr['lr']}",
+            f"players.day.lr={args.lr}", f"players.extractor.lr={args.lr}",
             f"players.day.steps={args.day_steps}", f"players.darkener.steps={args.darkener_steps}",
             f"players.extractor.steps={args.steps}"]
 

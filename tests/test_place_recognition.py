@@ -304,7 +304,6 @@ def test_adabn_describes_queries_with_statistics_of_the_queries_only(trees, tmp_
     plain = lambda: sorted(p.name for p in folder.glob("tokyo247_*.pt") if "_adabn_" not in p.name)  # noqa: E731
     adapted = lambda: sorted(folder.glob("tokyo247_adabn_*.pt"))  # noqa: E731
     assert len(plain()) == 1 and len(adapted()) == 1
-    n_db = len(read_ground_truth(trees[1]).database)
     assert torch.load(adapted()[0]).shape[0] == len(read_ground_truth(trees[1]).queries)  # queries only
     bns = [m for m in engine.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():  # other running statistics: other plain descriptors, but AdaBN replaces them all
@@ -314,4 +313,3 @@ def test_adabn_describes_queries_with_statistics_of_the_queries_only(trees, tmp_
     changed = engine.evaluate()
     assert len(plain()) == 2 and len(adapted()) == 1
     assert changed["tokyo247/mAP"] != metrics["tokyo247/mAP"] or changed["tokyo247/R@1"] != metrics["tokyo247/R@1"]
-    assert n_db > 0
