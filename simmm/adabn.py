@@ -39,6 +39,8 @@ def adabn(model: nn.Module, loader: Iterable[Union[dict, torch.Tensor]],
         m.momentum = None
         hooks += [m.register_forward_pre_hook(_keep_if_single), m.register_forward_hook(_restore_training)]
     adapted.train()
+    for m in norms:  # a model may keep its batch norm in eval mode whatever train() asks (RetrievalNet's freeze_bn)
+        m.train()
     device = next(model.parameters()).device
     try:
         for batch in loader:

@@ -18,6 +18,12 @@ Built only on simmm's public API.
   longer side ``image_size``), optionally whitened (learned from training pairs), searched by matrix product; mAP
   (trapezoid-rule AP, junk ignored) and Recall@1/5/10 in percent, ``<set>/mAP``, ``<set>/R@N``. Descriptors are
   cached per model weights under ``cache_dir``.
+* ``data.adabn: true`` (AdaBN, :mod:`simmm.adabn`) adds ``<set>/mAP_adabn`` and ``<set>/R@N_adabn``: the queries are
+  described by a copy of the model whose batch-norm statistics are re-estimated on the set's query images
+  (batches of :data:`ADABN_BATCH`, each image resized to ``image_size``²), the database by the unchanged model. The
+  queries are the shifted domain (night) and the database is the day reference, as in Tokyo 24/7; re-estimating
+  on database and queries together would mix the two domains, and on the database alone would change nothing the
+  night queries need. Adapted descriptors are cached under their own name and key (never mixed with plain ones).
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from simmm.adabn import adabn
 from simmm.atomic import atomic_write
 from simmm.backbones import create_backbone
 from simmm.contrastive import contrastive_loss, tuple_labels
@@ -48,6 +55,7 @@ from simmm.task import DataReport, EvalSet, Forward, TaskAdapter, register_task
 from simmm.whitening import apply_whitening, learn_whitening
 
 RECALLS = (1, 5, 10)
+ADABN_BATCH = 16  # query images per batch while AdaBN re-estimates the statistics
 
 
 @dataclass
@@ -101,7 +109,8 @@ class TestSetConfig:
 @dataclass
 class PlaceRecognitionDataConfig:
     """``margin``: the contrastive loss's. ``scales``: multi-scale descriptors at evaluation. ``whitening``:
-    whiten descriptors with a projection learned from ``whitening_pairs`` training pairs (0: all)."""
+    whiten descriptors with a projection learned from ``whitening_pairs`` training pairs (0: all). ``adabn``: also
+    score every set with the queries described under AdaBN (module docstring)."""
 
     train: TupleSetConfig = field(default_factory=TupleSetConfig)
     eval: dict[str, TestSetConfig] = field(default_factory=dict)
@@ -111,6 +120,7 @@ class PlaceRecognitionDataConfig:
     whitening_pairs: int = 0
     cache_descriptors: bool = True
     cache_dir: str = ".cache/simmm"
+    adabn: bool = False
 
     def check(self, path: str) -> None:
         if self.margin <= 0:
@@ -354,11 +364,45 @@ class PlaceRecognition(TaskAdapter):
 
         what = {"files": [str(f) for f in dataset.files], "size": dataset.max_size, "scales": self.cfg.scales}
         desc = self._cached(model, what, compute, name)
-        if self.cfg.whitening:
-            desc = apply_whitening(desc, *self._whitening(model))
-        device = next(model.parameters()).device
+        whiten = self._whitening(model) if self.cfg.whitening else None
+        if whiten is not None:
+            desc = apply_whitening(desc, *whiten)
         n_db = len(dataset.gt.database)
-        ranks = rank_all(desc[n_db:].to(device), desc[:n_db].to(device))
-        m_ap, _ = mean_average_precision(ranks, dataset.gt.gnd)
-        recalls = recall_at(ranks, dataset.gt.gnd, RECALLS)
-        return {f"{name}/mAP": 100.0 * m_ap, **{f"{name}/R@{n}": 100.0 * r for n, r in recalls.items()}}
+        metrics = self._scores(desc[n_db:], desc[:n_db], dataset.gt.gnd, name, "", model)
+        if self.cfg.adabn:
+            queries = [i for i in mine if i >= n_db]
+            adapted = adabn(model, self._adabn_batches(dataset, queries))
+
+            def compute_adapted() -> torch.Tensor:
+                rows = self.describe_images(adapted, dataset, queries, f"eval {name}: AdaBN query descriptors")
+                return gather_rows(rows, torch.tensor([i - n_db for i in queries], dtype=torch.long),
+                                   len(dataset) - n_db)
+
+            qdesc = self._cached(adapted, {**what, "adabn": "queries"}, compute_adapted, f"{name}_adabn")
+            if whiten is not None:
+                qdesc = apply_whitening(qdesc, *whiten)
+            metrics.update(self._scores(qdesc, desc[:n_db], dataset.gt.gnd, name, "_adabn", model))
+        return metrics
+
+    @staticmethod
+    def _adabn_batches(dataset: RetrievalTestSet, indices: list[int], batch: int = ADABN_BATCH):
+        """AdaBN's batches: the images of ``indices``, ``batch`` at a time, each resized to ``max_size``² (the
+        set's size; a batch needs one size, and batches of several images carry the variance between images, which
+        batches of one image would leave out of the statistics)."""
+        size = dataset.max_size
+        for start in range(0, len(indices), batch):
+            images = [dataset.load(i)[None] for i in indices[start:start + batch]]
+            if size:
+                images = [nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                          for x in images]
+            yield torch.cat(images)
+
+    @staticmethod
+    def _scores(queries: torch.Tensor, database: torch.Tensor, gnd: list, name: str, suffix: str,
+                model: nn.Module) -> dict[str, float]:
+        """mAP and Recall@N (percent) of ``queries`` searched in ``database``, keys ``<name>/<metric><suffix>``."""
+        device = next(model.parameters()).device
+        ranks = rank_all(queries.to(device), database.to(device))
+        m_ap, _ = mean_average_precision(ranks, gnd)
+        recalls = recall_at(ranks, gnd, RECALLS)
+        return {f"{name}/mAP{suffix}": 100.0 * m_ap, **{f"{name}/R@{n}{suffix}": 100.0 * r for n, r in recalls.items()}}

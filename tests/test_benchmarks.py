@@ -225,3 +225,124 @@ def test_paper_protocol_runs_and_prints_the_papers_numbers_beside(tmp_path):
     seed0 = tmp_path / "runs" / "classification" / "seed0"
     assert not (seed0 / "no_adaptation" / "darkening.png").exists()  # the reference trains no darkener
     assert (seed0 / "SMM" / "darkening.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------- vpr_proxy data
+
+def _vpr():
+    import vpr_places
+
+    return vpr_places
+
+
+def test_shot_cuts_are_the_frames_that_jump():
+    vp = _vpr()
+    frames = torch.zeros(10, 3, 4, 4, dtype=torch.uint8)
+    frames[4:] = 100   # a cut at 4 (mean difference 100)
+    frames[7:] = 110   # a small change at 7 (10): not a cut
+    frames[9] = 200    # a cut at 9
+    assert vp.shot_cuts(frames, threshold=25) == [4, 9]
+
+
+def test_shot_views_take_two_frames_of_one_shot():
+    vp = _vpr()
+    # shots [0, 30), [30, 33) (too short), [33, 100)
+    assert vp.shot_views([30, 33], 100, gap=24) == [(1, 25), (34, 58)]
+    assert vp.shot_views([], 10, gap=24) == [(1, 8)]  # at most the shot's last frame but one
+
+
+def test_mixed_stream_takes_the_presets_in_turn():
+    vp = _vpr()
+    assert vp.mixed_presets(5) == ["street", "urban", "dark", "street", "urban"]
+
+
+def test_disjointness_compares_files_and_videos():
+    from simmm.errors import DataError
+
+    vp = _vpr()
+    vp.check_disjoint(["astronaut", "/a/apple.jpg"], ["graf1.png", "bikes.mp4"])
+    with pytest.raises(DataError, match="apple.jpg"):
+        vp.check_disjoint(["/x/apple.jpg"], ["/y/apple.jpg"])
+    with pytest.raises(DataError, match="bikes.mp4"):
+        vp.check_disjoint(["bikes.mp4#3"], ["bikes.mp4#200"])
+
+
+@pytest.mark.skipif(not Path("/usr/share/doc/opencv-doc/examples/data/graf1.png").is_file(), reason="needs opencv-doc")
+def test_training_and_test_places_are_disjoint():
+    vp = _vpr()
+    test = [s for place in vp.held_out_sources() for s in place]
+    vp.check_disjoint(vp.train_sources(), test)
+    names = {Path(s).name for s in vp.train_sources()}
+    assert not names & {Path(s).name for s in test}
+    assert len(vp.train_sources()) == 8 + len(vp.TRAIN_PHOTOS)
+
+
+def _tiny_places(n):
+    from PIL import Image
+
+    return [{"name": f"p{i}", "source": [f"p{i}a.png", f"p{i}b.png"],
+             "database": [Image.new("RGB", (32, 24), (40 * i, 100, 200))] * (1 + i % 2),
+             "query": Image.new("RGB", (32, 24), (40 * i, 120, 180))} for i in range(n)]
+
+
+def test_test_trees_are_in_the_retrieval_form_with_seeded_cached_nights(tmp_path, monkeypatch):
+    from simmm.data.retrieval_db import read_ground_truth
+
+    vp = _vpr()
+    monkeypatch.setattr(vp, "held_out_places", lambda: _tiny_places(4))
+    monkeypatch.setattr(vp, "TEST_DISTRACTORS", ())
+    roots = vp.make_test_trees(tmp_path / "a", seed=3, side=32)
+    assert list(roots) == ["day", "street", "urban", "dark", "mixed"]
+    gts = {name: read_ground_truth(root, vp.GND) for name, root in roots.items()}
+    gt = gts["day"]
+    # database: p0 (1 image), p1 (2), p2 (1), p3 (2); ok = the place's own database images
+    assert [p.name for p in gt.database] == ["p0_db0.jpg", "p1_db0.jpg", "p1_db1.jpg", "p2_db0.jpg", "p3_db0.jpg",
+                                             "p3_db1.jpg"]
+    assert [g["ok"] for g in gt.gnd] == [[0], [1, 2], [3], [4, 5]]
+    assert all(g["gnd"] == gt.gnd for g in [{"gnd": x.gnd} for x in gts.values()])
+    read = lambda path: path.read_bytes()  # noqa: E731
+    for i, preset in enumerate(vp.mixed_presets(4)):  # the mixed stream's query i is preset i's night image
+        assert read(gts["mixed"].queries[i]) == read(gts[preset].queries[i])
+    assert read(gts["street"].queries[0]) != read(gts["urban"].queries[0]) != read(gt.queries[0])
+    again = vp.make_test_trees(tmp_path / "b", seed=3, side=32)  # seeded: the same nights elsewhere
+    assert read(read_ground_truth(again["dark"], vp.GND).queries[2]) == read(gts["dark"].queries[2])
+    other = vp.make_test_trees(tmp_path / "c", seed=4, side=32)
+    assert read(read_ground_truth(other["dark"], vp.GND).queries[2]) != read(gts["dark"].queries[2])
+    monkeypatch.setattr(vp, "held_out_places", lambda: pytest.fail("built twice"))
+    assert vp.make_test_trees(tmp_path / "a", seed=3, side=32) == roots  # cached
+
+
+def test_train_tree_pairs_views_of_one_place_only(tmp_path, monkeypatch):
+    from simmm.data.retrieval_db import read_sfm
+
+    vp = _vpr()
+    monkeypatch.setattr(vp, "train_sources", lambda: ["astronaut", "coffee"])
+    monkeypatch.setattr(vp, "held_out_sources", lambda: [["graf1.png", "graf3.png"]])
+    db = read_sfm(vp.make_train_tree(tmp_path / "train"), vp.SFM)
+    n = vp.TRAIN_VIEWS
+    assert db.clusters == [0] * n + [1] * n and all(p.is_file() for p in db.images)
+    pairs = set(zip(db.qidxs, db.pidxs))
+    assert len(pairs) == len(db.qidxs) == 2 * n * (n - 1)  # every ordered pair of views of one place, once
+    assert all(db.clusters[q] == db.clusters[p] and q != p for q, p in pairs)
+    monkeypatch.setattr(vp, "held_out_sources", lambda: [["coffee"]])  # a training photo in the test set: refused
+    from simmm.errors import DataError
+
+    with pytest.raises(DataError, match="coffee"):
+        vp.make_train_tree(tmp_path / "other")
+
+
+def test_vpr_proxy_methods_are_valid_recipes_with_equal_budgets(tmp_path):
+    import argparse
+
+    import vpr_proxy
+    from simmm.recipe import load_recipe
+
+    args = argparse.Namespace(eval_size=64, train_size=64, queries=8, lr=1e-4, scales=[1.0], day_steps=5,
+                              darkener_steps=3, steps=7)
+    tests = {name: tmp_path / name for name in ("day", "street", "urban", "dark", "mixed")}
+    base = vpr_proxy.base_overrides(args, 0, tmp_path / "run", tmp_path / "train", tests)
+    for name, method in vpr_proxy.METHODS.items():
+        recipe = load_recipe(vpr_proxy.RECIPE, base + method.overrides)
+        assert set(recipe.data.eval) == set(vpr_proxy.SETS) and recipe.data.adabn
+        assert recipe.players["extractor"].steps == 7 and recipe.players["extractor"].lr == 1e-4, name
+        assert recipe.players["day"].lr == 1e-4

@@ -279,3 +279,37 @@ def test_two_processes_match_one_process_with_twice_the_batch(trees, tmp_path):
     m1 = json.loads((tmp_path / "one" / "run" / "eval.json").read_text())[-1]["metrics"]
     m2 = json.loads((tmp_path / "two" / "run" / "eval.json").read_text())[-1]["metrics"]
     assert m1.keys() == m2.keys() and all(m1[k] == pytest.approx(m2[k], abs=1e-3) for k in m1)
+
+
+def test_adabn_re_estimates_batch_norm_that_train_keeps_frozen():
+    from simmm.adabn import adabn
+    from simmm.models.retrieval_net import RetrievalNet
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1, bias=False), torch.nn.BatchNorm2d(4))
+    net.forward_features = net.forward
+    net.num_features = 4
+    model = RetrievalNet(net, freeze_bn=True, normalize=torch.nn.Identity())
+    x = torch.rand(2, 3, 5, 5)
+    adapted = adabn(model, [x])
+    expected = net[0](x).mean(dim=(0, 2, 3))  # one batch: the statistics are its own
+    assert torch.allclose(adapted.net[1].running_mean, expected, atol=1e-6)
+    assert torch.equal(model.net[1].running_mean, torch.zeros(4))  # the model itself is untouched
+
+
+def test_adabn_describes_queries_with_statistics_of_the_queries_only(trees, tmp_path):
+    engine = Engine(load_recipe(RECIPE, overrides(trees, tmp_path, "data.adabn=true")))
+    metrics = engine.evaluate()
+    assert {"tokyo247/mAP_adabn", "tokyo247/R@1_adabn", "tokyo247/R@5_adabn", "tokyo247/R@10_adabn"} <= set(metrics)
+    folder = tmp_path / "cache" / "descriptors"
+    plain = lambda: sorted(p.name for p in folder.glob("tokyo247_*.pt") if "_adabn_" not in p.name)  # noqa: E731
+    adapted = lambda: sorted(folder.glob("tokyo247_adabn_*.pt"))  # noqa: E731
+    assert len(plain()) == 1 and len(adapted()) == 1
+    assert torch.load(adapted()[0]).shape[0] == len(read_ground_truth(trees[1]).queries)  # queries only
+    bns = [m for m in engine.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():  # other running statistics: other plain descriptors, but AdaBN replaces them all
+        for m in bns:
+            m.running_mean.add_(0.5)
+            m.running_var.mul_(4.0)
+    changed = engine.evaluate()
+    assert len(plain()) == 2 and len(adapted()) == 1
+    assert changed["tokyo247/mAP"] != metrics["tokyo247/mAP"] or changed["tokyo247/R@1"] != metrics["tokyo247/R@1"]

