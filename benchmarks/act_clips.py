@@ -31,8 +31,9 @@ videos under ``clips/<set>/`` — so that the proxy runs through ``task: action`
 ``day_test``, and ``night_<preset>`` for each evaluation preset of :mod:`simmm.night` plus ``night_mixed`` (the test
 clips through the presets in turn, video by video). Each night video is its day test clip through
 :func:`simmm.night.simulate_night` with one night per clip (parameters shared by its frames, sensor noise per
-frame), seeded by the tree's seed and the clip's index. Videos are written losslessly (FFV1; chroma at 4:2:0).
-The tree is cached under its key (sources, geometry, seed): built once per seed.
+frame), seeded by the tree's seed and the clip's index. Videos are written uncompressed (:data:`CODEC`: no codec
+loss on the night noise; chroma at 4:2:0): FFV1, also lossless, decodes 3-10x slower, and decoding is most of a proxy
+run's time. The tree is cached under its key (sources, geometry, seed): built once per seed.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ WORK = 96
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 LISTS = "list_cvt"
 VIDEOS = "clips"
+CODEC = "rawvideo"
 
 
 @dataclass(frozen=True)
@@ -189,13 +191,13 @@ def plan_clips(lengths: Dict[str, int], sizes: Dict[str, tuple], split: str, per
 
 
 def write_set(root: Path, name: str, clips: Sequence[torch.Tensor], labels: Sequence[int]) -> None:
-    """An ARID-form set: ``clips/<name>/<i>.avi`` (FFV1, lossless) and ``list_cvt/<name>.txt``."""
+    """An ARID-form set: ``clips/<name>/<i>.avi`` (:data:`CODEC`) and ``list_cvt/<name>.txt``."""
     from simmm.data.video import write_video
 
     rows = []
     for i, (clip, label) in enumerate(zip(clips, labels)):
         rel = f"{name}/{i:04d}.avi"
-        write_video(root / VIDEOS / rel, clip.permute(0, 2, 3, 1).contiguous(), codec="ffv1")
+        write_video(root / VIDEOS / rel, clip.permute(0, 2, 3, 1).contiguous(), codec=CODEC)
         rows.append(f"{i}\t{label}\t{rel}\n")
     (root / LISTS).mkdir(parents=True, exist_ok=True)
     (root / LISTS / f"{name}.txt").write_text("".join(rows))
@@ -221,8 +223,8 @@ class TreeConfig:
     """What a tree is made of (its cache key with the sources): clips per class and video, stored size, presets."""
 
     train_per_class: int = 12
-    test_per_class: int = 6
-    size: int = 48
+    test_per_class: int = 5
+    size: int = 40
     presets: tuple = ("street", "urban", "dark")
     mixed: bool = True
 
@@ -231,7 +233,7 @@ def tree_key(config: TreeConfig, seed: int, sources: Dict[str, Path]) -> str:
     from simmm.night import PRESETS
 
     described = {"config": asdict(config), "seed": seed, "classes": CLASSES,
-                 "geometry": [FRAMES, WINDOW, PAN_SPEED, ZOOM, TRAIN_FRACTION, WORK],
+                 "geometry": [FRAMES, WINDOW, PAN_SPEED, ZOOM, TRAIN_FRACTION, WORK, CODEC],
                  "sources": {k: [str(p), p.stat().st_size] for k, p in sorted(sources.items())},
                  "presets": {p: PRESETS[p].to_dict() for p in PRESETS}}
     return hashlib.sha1(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
