@@ -16,7 +16,9 @@ Built only on simmm's public API.
 * SMM darkens a clip frame by frame with one exposure map per clip, shared by its frames (METHOD.md §4.1).
 * Evaluation (METHOD.md §4.5): ``eval_clips`` = 20 clips per video at random starts seeded by the run's seed and
   the video's index, each resized to a short side of ``crop`` and centre-cropped; softmax averaged over the clips;
-  ``<set>/top1`` and ``<set>/top5`` in percent.
+  ``<set>/top1`` and ``<set>/top5`` in percent. ``data.adabn: true`` adds ``<set>/top1_adabn`` and
+  ``<set>/top5_adabn``: the same scoring after the batch-norm statistics are re-estimated on the set's own clips
+  (:func:`simmm.adabn.adabn`, every evaluation clip of every video; the test-time baseline of every table).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from simmm.adabn import adabn
 from simmm.byol import BYOLHeads
 from simmm.data.action import ARID_CLASSES, VideoClipDataset, check_video_list
 from simmm.data.synthetic import dataset_root
@@ -85,7 +88,7 @@ class ActionDataConfig:
     square and a flip (``hflip``). ``random_start``: training clips start at a random frame (false: mid-video).
     ``color_jitter``: brightness/contrast/saturation jitter of the training views after darkening, the same for
     all frames of a clip (0: none; the paper names none for this task). ``eval_clips``: clips per evaluation
-    video."""
+    video. ``adabn``: also score every evaluation set with batch-norm statistics re-estimated on its clips."""
 
     train: VideoSetConfig = field(default_factory=VideoSetConfig)
     eval: dict[str, VideoSetConfig] = field(default_factory=dict)
@@ -99,6 +102,7 @@ class ActionDataConfig:
     random_start: bool = True
     color_jitter: float = 0.0
     eval_clips: int = 20
+    adabn: bool = False
 
     def check(self, path: str) -> None:
         for name in ("clip_length", "interval", "crop", "eval_clips"):
@@ -186,8 +190,8 @@ class ActionRecognition(TaskAdapter):
 
     def eval_sets(self) -> list[EvalSet]:
         d = self.cfg
-        return [EvalSet(name, self._dataset(s, (d.crop, d.crop), clips=d.eval_clips, seed=self.recipe.seed))
-                for name, s in d.eval.items()]
+        return [EvalSet(name, self._dataset(s, (d.crop, d.crop), clips=d.eval_clips, seed=self.recipe.seed),
+                        {"adabn": d.adabn}) for name, s in d.eval.items()]
 
     def check_data(self) -> DataReport:
         d = self.cfg
@@ -225,17 +229,36 @@ class ActionRecognition(TaskAdapter):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, eval_set: EvalSet) -> dict[str, float]:
-        device = next(model.parameters()).device
-        hits = torch.zeros(3, dtype=torch.float64, device=device)  # top-1, top-5, videos
-        for batch in track(loader, f"eval {eval_set.name}"):
-            clips = batch["clips"].to(device)
-            b, k = clips.shape[:2]
-            logits = model(clips.flatten(0, 1).float().div_(255.0))
-            scores = clip_average(logits.view(b, k, -1))
-            target = batch["target"].to(device)
-            hits += torch.tensor([topk_hits(scores, target, 1), topk_hits(scores, target, 5), b],
-                                 dtype=torch.float64, device=device)
-        hits = sum_over_ranks(hits)  # each process scored its share of the videos
-        total = max(float(hits[2]), 1.0)
-        return {f"{eval_set.name}/top1": 100.0 * float(hits[0]) / total,
-                f"{eval_set.name}/top5": 100.0 * float(hits[1]) / total}
+        name = eval_set.name
+        metrics = _scores(model, track(loader, f"eval {name}"), name)
+        if eval_set.options.get("adabn"):
+            # AdaBN is two more passes over the set: re-estimate the statistics on its clips, then score with them
+            adapted = adabn(model, _clip_batches(track(loader, f"eval {name}: AdaBN statistics")))
+            metrics.update(_scores(adapted, track(loader, f"eval {name}: AdaBN scores"), name, "_adabn"))
+        return metrics
+
+
+def _clip_batches(loader):
+    """An evaluation loader's batches as the model's input: every clip of every video, ``(B·K, 3, T, H, W)`` in
+    [0, 1]."""
+    for batch in loader:
+        yield batch["clips"].flatten(0, 1).float().div_(255.0)
+
+
+@torch.no_grad()
+def _scores(model: nn.Module, loader, name: str, suffix: str = "") -> dict[str, float]:
+    """``<name>/top1<suffix>`` and ``top5``: per video the clips' softmax averaged, in percent of the videos."""
+    device = next(model.parameters()).device
+    hits = torch.zeros(3, dtype=torch.float64, device=device)  # top-1, top-5, videos
+    for batch in loader:
+        clips = batch["clips"].to(device)
+        b, k = clips.shape[:2]
+        logits = model(clips.flatten(0, 1).float().div_(255.0))
+        scores = clip_average(logits.view(b, k, -1))
+        target = batch["target"].to(device)
+        hits += torch.tensor([topk_hits(scores, target, 1), topk_hits(scores, target, 5), b],
+                             dtype=torch.float64, device=device)
+    hits = sum_over_ranks(hits)  # each process scored its share of the videos
+    total = max(float(hits[2]), 1.0)
+    return {f"{name}/top1{suffix}": 100.0 * float(hits[0]) / total,
+            f"{name}/top5{suffix}": 100.0 * float(hits[1]) / total}

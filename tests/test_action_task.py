@@ -186,3 +186,36 @@ def test_smoke_recipe_checks_out_of_the_box_and_a_missing_arid_says_where_to_get
     out = " ".join(capsys.readouterr().out.split())
     assert "video list nowhere/ARID/list_cvt/ARID_split1_test.txt does not exist" in out
     assert "ARID is not at nowhere/ARID: download it from https://xuyu0010.github.io/arid.html" in out
+
+
+class MeanSign(nn.Module):
+    """Batch norm over the clip's channels, then the sign of channel 0's mean: logits (m, -m)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm3d(3, affine=False)
+        self.dummy = nn.Parameter(torch.zeros(()))  # where the model lives
+
+    def forward(self, clips):
+        m = self.norm(clips)[:, 0].mean(dim=(1, 2, 3))
+        return torch.stack([m, -m], dim=1)
+
+
+def test_adabn_rescores_each_set_with_statistics_of_its_own_clips(tmp_path):
+    """Channel 0 of class-0 videos is 0.8 + 0.1, of class-1 videos 0.8 - 0.1 (in [0, 1]). The day statistics (mean 0,
+    variance 1) put every video on the positive side: class 0 everywhere, top-1 50 %. AdaBN re-estimates the mean on
+    the set's clips (0.8): the classes fall on their own sides, top-1 100 %; the model itself is left as it was."""
+    values = torch.tensor([0.9, 0.7, 0.9, 0.7]) * 255
+    clips = values.view(4, 1, 1, 1, 1, 1).expand(4, 2, 3, 2, 4, 4).round().to(torch.uint8).clone()
+    batches = [{"clips": clips[:2], "target": torch.tensor([0, 1])},
+               {"clips": clips[2:], "target": torch.tensor([0, 1])}]
+    model = MeanSign().eval()
+    task = ActionRecognition(smoke_recipe(tmp_path, "model.num_classes=2"))
+    assert task.cfg.adabn is False  # off by default
+    metrics = task.evaluate(model, batches, EvalSet("night", None, {"adabn": True}))
+    assert metrics["night/top1"] == pytest.approx(50.0) and metrics["night/top1_adabn"] == pytest.approx(100.0)
+    assert metrics["night/top5_adabn"] == pytest.approx(100.0)
+    assert float(model.norm.running_mean[0]) == 0.0  # scored a copy
+    assert "night/top1_adabn" not in task.evaluate(model, batches, EvalSet("night", None))
+    task = ActionRecognition(smoke_recipe(tmp_path, "data.adabn=true"))
+    assert all(s.options == {"adabn": True} for s in task.eval_sets())
