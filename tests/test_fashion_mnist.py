@@ -51,7 +51,8 @@ def test_read_idx_reads_the_release_format_gzipped_or_not(tmp_path):
     assert (tmp_path / "a").read_bytes()[:8] == bytes.fromhex("00000803" "00000002")  # magic 2051, dim 0 big-endian
     wide = np.array([258, -1, 70000], dtype=np.int64)  # int32 values: big-endian on disk, native once read
     (tmp_path / "w").write_bytes(idx_bytes(wide, 0x0C))
-    assert read_idx(tmp_path / "w").tolist() == [258, -1, 70000]
+    got = read_idx(tmp_path / "w")
+    assert got.tolist() == [258, -1, 70000] and got.dtype.isnative  # torch.from_numpy refuses big-endian arrays
 
 
 def test_read_idx_names_a_wrong_magic_and_a_wrong_size(tmp_path):
