@@ -64,6 +64,9 @@ def test_read_idx_names_a_wrong_magic_and_a_wrong_size(tmp_path):
     (tmp_path / "short").write_bytes(idx_bytes(labels)[:-1])
     with pytest.raises(DataError, match=r"short: idx dimensions \(5,\) need 5 bytes of data, the file has 4"):
         read_idx(tmp_path / "short")
+    (tmp_path / "long").write_bytes(idx_bytes(labels) + b"\x00")  # one byte more than the dimensions say
+    with pytest.raises(DataError, match=r"long: idx dimensions \(5,\) need 5 bytes of data, the file has 6"):
+        read_idx(tmp_path / "long")
     (tmp_path / "plain.gz").write_bytes(idx_bytes(labels))  # named .gz, not gzipped
     with pytest.raises(DataError, match=r"cannot read idx file .*plain\.gz"):
         read_idx(tmp_path / "plain.gz")
