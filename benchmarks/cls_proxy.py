@@ -86,9 +86,9 @@ class Dataset:
 DATASETS = {
     "photos": Dataset("", SETS, 150, 300, 150, (40, 60, 40)),
     # 32-px images (Fashion-MNIST's 28 px resized); the budget chosen so that all methods x 3 seeds fit ~15 min
-    "fashion-mnist": Dataset("fmnist", SETS[:4] + ("night_global_dim", "night_mixed"), 150, 150, 100, (30, 30, 20)),
+    "fashion-mnist": Dataset("fmnist", SETS[:4] + ("night_global_dim", "night_mixed"), 100, 100, 60, (30, 30, 20)),
 }
-FMNIST = {"image_size": 32, "resize": 36, "per_class_train": 100, "per_class_test": 50, "quick_per_class": (20, 10)}
+FMNIST = {"image_size": 32, "resize": 36, "per_class_train": 100, "per_class_test": 30, "quick_per_class": (20, 10)}
 """Fashion-MNIST proxy settings: image size (train views are crops of ``resize``), images per class."""
 
 
@@ -197,8 +197,7 @@ def proxy(args, methods: list) -> dict:
               "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
               "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
     write_results(out, name, result, text)
-    plot(summary, out / f"{name}.png", title, sets, "top1")
-    print(text)
+    plot(summary, out / f"{name}.png", title, sets, "top1")  # render() has printed the tables
     print(f"wrote {out / name}.json|txt|png; the runs took {result['run_seconds']:.0f} s in all "
           f"({result['wall_seconds']:.0f} s in this call, the rest cached under {runs})")
     return result
@@ -250,10 +249,10 @@ def main(argv=None) -> dict:
                         help="offline ImageNet EfficientNet-Lite; several: one proxy each, then a comparison table")
     parser.add_argument("--photos", choices=("skimage", "skimage+opencv"), default="skimage+opencv")
     parser.add_argument("--fmnist-root", default=FASHION_MNIST_ROOT, help="Fashion-MNIST's idx files")
-    parser.add_argument("--day-steps", type=int, help="default: photos 150, fashion-mnist 150")
-    parser.add_argument("--darkener-steps", type=int, help="default: photos 300, fashion-mnist 150")
+    parser.add_argument("--day-steps", type=int, help="default: photos 150, fashion-mnist 100")
+    parser.add_argument("--darkener-steps", type=int, help="default: photos 300, fashion-mnist 100")
     parser.add_argument("--steps", type=int,
-                        help="steps every method trains after the day model (default: photos 150, fashion-mnist 100)")
+                        help="steps every method trains after the day model (default: photos 150, fashion-mnist 60)")
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, short phases, few images (photos: 16/8 crops per photo of the scikit-image "
                              "photos; fashion-mnist: 20/10 per class): checks it runs")
@@ -282,8 +281,7 @@ def main(argv=None) -> dict:
     comparison = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "dataset": args.dataset,
                   "backbones": {b: {"stem": stem(args.dataset, b, args.quick), "summary": r["summary"],
                                     "run_seconds": r["run_seconds"]} for b, r in results.items()}}
-    write_results(Path(args.out), name, comparison, text)
-    print(text)
+    write_results(Path(args.out), name, comparison, text)  # backbone_table() has printed it
     print(f"wrote {Path(args.out) / name}.json|txt")
     return comparison
 

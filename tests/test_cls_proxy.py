@@ -37,7 +37,7 @@ def test_overrides_pick_dataset_and_backbone_and_leave_the_photo_proxy_as_it_was
     from simmm.recipe import load_recipe
 
     recipe = load_recipe(cls_proxy.RECIPE, fm)  # every override is a key the recipe knows
-    assert recipe.model.backbone == LITE[1] and recipe.data.fashion_mnist.per_class_test == 50
+    assert recipe.model.backbone == LITE[1] and recipe.data.fashion_mnist.per_class_test == 30
 
 
 def _result(day, night):
