@@ -39,7 +39,9 @@ the same sign), the wall time of each run; writes ``results/cls_proxy[_quick].js
 
 Results and cached runs are kept apart per dataset and backbone: the photo proxy on Lite0 writes ``cls_proxy.*`` and
 caches under ``RUNS/full``; any other writes ``cls_proxy_<tag>.*`` (``fmnist``, ``lite1``, ``fmnist_lite2``, ...) and
-caches under ``RUNS/<tag>/full`` (``quick`` instead of ``full`` with ``--quick``).
+caches under ``RUNS/<tag>/full`` (``quick`` instead of ``full`` with ``--quick``). Several backbones write only
+``cls_proxy[_fmnist]_backbones.json|txt`` (every backbone's result and tables, then the comparison), never the
+single-backbone files: a comparison of three methods must not overwrite the table of all eleven.
 """
 from __future__ import annotations
 
@@ -169,8 +171,10 @@ def seed_runs(args, seed: int, runs: Path, methods: list) -> dict:
     return run_seed(RECIPE, METHODS, methods, runs / f"seed{seed}", base, args.day_steps, args.steps)
 
 
-def proxy(args, methods: list) -> dict:
-    """One dataset and backbone: every method over the seeds, the tables, the result files; returns the result."""
+def proxy(args, methods: list, write: bool = True) -> tuple:
+    """One dataset and backbone: every method over the seeds and the tables; ``(result, text)``. ``write``: also the
+    result files (``stem(...)``); a backbone comparison keeps them in its own files instead, so that a run of a few
+    methods never overwrites the table of all of them."""
     sets = DATASETS[args.dataset].sets
     runs = runs_dir(Path(args.runs), args.dataset, args.backbone, args.quick)
     start = time.perf_counter()
@@ -196,11 +200,13 @@ def proxy(args, methods: list) -> dict:
               "methods": {m: METHODS[m].note for m in methods}, "per_seed": per_seed, "summary": summary,
               "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
               "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
-    write_results(out, name, result, text)
-    plot(summary, out / f"{name}.png", title, sets, "top1")  # render() has printed the tables
-    print(f"wrote {out / name}.json|txt|png; the runs took {result['run_seconds']:.0f} s in all "
-          f"({result['wall_seconds']:.0f} s in this call, the rest cached under {runs})")
-    return result
+    if write:
+        write_results(out, name, result, text)
+        plot(summary, out / f"{name}.png", title, sets, "top1")  # render() has printed the tables
+        print(f"wrote {out / name}.json|txt|png", end="; ")
+    print(f"the runs took {result['run_seconds']:.0f} s in all ({result['wall_seconds']:.0f} s in this call, the "
+          f"rest cached under {runs})")
+    return result, text
 
 
 def backbone_table(results: dict, seeds: list, title: str) -> str:
@@ -269,19 +275,20 @@ def main(argv=None) -> dict:
     args.photo_list = photos(args.photos) if args.dataset == "photos" else []
     methods = with_reference(args.methods, METHODS)
     backbones = list(dict.fromkeys(args.backbone))
-    results = {}
+    if len(backbones) == 1:
+        args.backbone = backbones[0]
+        return proxy(args, methods)[0]
+    results, texts = {}, []
     for backbone in backbones:
         args.backbone = backbone
-        results[backbone] = proxy(args, methods)
-    if len(backbones) == 1:
-        return results[backbones[0]]
+        results[backbone], text = proxy(args, methods, write=False)
+        texts.append(text)
     title = f"classification proxy backbones: {results[backbones[0]]['title'].split(': ', 1)[1]}"
     text = backbone_table(results, args.seeds, title)
     name = stem(args.dataset, OFFLINE_ARCH, args.quick) + "_backbones"
     comparison = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "dataset": args.dataset,
-                  "backbones": {b: {"stem": stem(args.dataset, b, args.quick), "summary": r["summary"],
-                                    "run_seconds": r["run_seconds"]} for b, r in results.items()}}
-    write_results(Path(args.out), name, comparison, text)  # backbone_table() has printed it
+                  "backbones": results, "run_seconds": sum(r["run_seconds"] for r in results.values())}
+    write_results(Path(args.out), name, comparison, "\n".join([text, *texts]))  # backbone_table() has printed it
     print(f"wrote {Path(args.out) / name}.json|txt")
     return comparison
 

@@ -67,3 +67,23 @@ def test_backbone_table_claims_only_what_every_seed_shows():
     assert "18.0 ± 4.9 " in rows[1] and "▲" not in rows[1] and "▼" not in rows[1]  # +2, -1: within the spread
     with pytest.raises(KeyError):
         cls_proxy.backbone_table({LITE[0]: {"summary": {"SMM": {}}}}, [0, 1], "t")
+
+
+def test_a_backbone_comparison_writes_only_its_own_files(tmp_path, monkeypatch):
+    """Runs stand in for the engine: the comparison of a few methods writes ``..._backbones`` and leaves the files of
+    each backbone's full table alone."""
+    from proxy import metric_keys
+
+    keys = metric_keys(cls_proxy.DATASETS["fashion-mnist"].sets, ["top1"])
+    monkeypatch.setattr(cls_proxy, "run_seed", lambda recipe, methods, names, *a: {
+        name: {"metrics": {k: 50.0 + len(name) for k in keys}, "seconds": 1.0} for name in ["day model", *names]})
+    (tmp_path / "cls_proxy_fmnist.txt").write_text("the full table")
+    result = cls_proxy.main(["--dataset", "fashion-mnist", "--methods", "no adaptation", "SMM", "--seeds", "0", "1",
+                             "--backbone", *LITE[:2], "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
+        "cls_proxy_fmnist.txt", "cls_proxy_fmnist_backbones.json", "cls_proxy_fmnist_backbones.txt"]
+    assert (tmp_path / "cls_proxy_fmnist.txt").read_text() == "the full table"
+    assert list(result["backbones"]) == list(LITE[:2])
+    assert list(result["backbones"][LITE[1]]["summary"]) == ["day model", "no adaptation", "SMM"]
+    text = (tmp_path / "cls_proxy_fmnist_backbones.txt").read_text()
+    assert text.count("tf_efficientnet_lite1") >= 3  # its rows in the comparison and its own tables' titles
