@@ -33,7 +33,7 @@ the same sign), the wall time of each run; writes ``results/cls_proxy[_quick].js
 
     PYTHONPATH=. python benchmarks/cls_proxy.py                 # 3 seeds, the full proxy (under 60 min on 2 cores)
     PYTHONPATH=. python benchmarks/cls_proxy.py --quick         # 1 seed, short phases, scikit-image photos only
-    PYTHONPATH=. python benchmarks/cls_proxy.py --dataset fashion-mnist                      # results/cls_proxy_fmnist.*
+    PYTHONPATH=. python benchmarks/cls_proxy.py --dataset fashion-mnist      # results/cls_proxy_fmnist.*
     PYTHONPATH=. python benchmarks/cls_proxy.py --dataset fashion-mnist --methods "no adaptation" "night aug." SMM \
         --backbone tf_efficientnet_lite0 tf_efficientnet_lite1 tf_efficientnet_lite2     # ..._fmnist_backbones.*
 

@@ -154,7 +154,8 @@ def _predict(model, img):
     short side to size / crop_pct, centre crop to the model's input size)."""
     cfg = model.pretrained_cfg
     size = cfg["input_size"][-1]
-    x = image_to_tensor(resize_short_center_crop(img, size, int(size / cfg["crop_pct"]), interpolation=Image.BICUBIC))[None]
+    x = image_to_tensor(resize_short_center_crop(img, size, int(size / cfg["crop_pct"]),
+                                                 interpolation=Image.BICUBIC))[None]
     with torch.no_grad():
         return model(Normalize.for_model(model)(x)).softmax(-1)[0]
 
