@@ -283,7 +283,8 @@ def main(argv=None) -> dict:
         args.backbone = backbone
         results[backbone], text = proxy(args, methods, write=False)
         texts.append(text)
-    title = f"classification proxy backbones: {results[backbones[0]]['title'].split(': ', 1)[1]}"
+    what = results[backbones[0]]["title"].split(": ", 1)[1].replace(f", {backbones[0]}", "")
+    title = f"classification proxy backbones {', '.join(b.rpartition('_')[2] for b in backbones)}: {what}"
     text = backbone_table(results, args.seeds, title)
     name = stem(args.dataset, OFFLINE_ARCH, args.quick) + "_backbones"
     comparison = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "dataset": args.dataset,
