@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from act_clips import CLASSES, TreeConfig, build_tree  # noqa: E402
 from cls_proxy import METHODS as CLS_METHODS  # noqa: E402
-from proxy import metric_keys, plot, render, run_seed, summarise, with_reference, write_results  # noqa: E402
+from proxy import compare, publish, report_time, run_seed, with_reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "act_proxy.yaml"
@@ -85,25 +84,15 @@ def main(argv=None) -> dict:
         args.tree = TreeConfig(train_per_class=2, test_per_class=1)
     methods = with_reference(args.methods, METHODS)
     runs = Path(args.runs) / ("quick" if args.quick else "full")
-    start = time.perf_counter()
-    per_seed = {seed: seed_runs(args, seed, runs, methods) for seed in args.seeds}
-    summary = summarise(per_seed, args.seeds, methods, metric_keys(SETS, ["top1"]))
     n_train, n_test = (len(CLASSES) * 3 * k for k in (args.tree.train_per_class, args.tree.test_per_class))
     title = (f"action proxy: camera motion ({len(CLASSES)} classes) on real video, {n_train} training / {n_test} "
              f"test clips, day {args.day_steps} + {args.steps} steps{' (quick)' if args.quick else ''}")
-    text = render(summary, args.seeds, title, SETS, ["top1"], SETS[1:])
-    out = Path(args.out)
-    stem = "act_proxy_quick" if args.quick else "act_proxy"
-    result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "classes": list(CLASSES),
-              "tree": asdict(args.tree),
-              "steps": {"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
-              "methods": {m: METHODS[m].note for m in methods}, "per_seed": per_seed, "summary": summary,
-              "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
-              "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
-    write_results(out, stem, result, text)
-    plot(summary, out / f"{stem}.png", title, SETS, "top1")
-    print(f"wrote {out / stem}.json|txt|png; the runs took {result['run_seconds']:.0f} s in all "
-          f"({result['wall_seconds']:.0f} s in this call, the rest cached under {runs})")
+    result, text = compare(lambda seed: seed_runs(args, seed, runs, methods), args.seeds, methods,
+                           {m: METHODS[m].note for m in methods}, title, SETS, ["top1"], SETS[1:],
+                           classes=list(CLASSES), tree=asdict(args.tree),
+                           steps={"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps})
+    publish(result, text, Path(args.out), "act_proxy_quick" if args.quick else "act_proxy", SETS, "top1")
+    report_time(result, runs)
     return result
 
 

@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import Method, metric_keys, plot, render, run_seed, summarise, with_reference, write_results  # noqa: E402
+from proxy import Method, compare, publish, report_time, run_seed, with_reference, write_results  # noqa: E402
 
 from simmm.data.fashion_mnist import DEBIAN_ROOT as FASHION_MNIST_ROOT  # noqa: E402
 from simmm.weights import OFFLINE_ARCH, OFFLINE_PACKAGES  # noqa: E402
@@ -177,12 +177,8 @@ def proxy(args, methods: list, write: bool = True) -> tuple:
     methods never overwrites the table of all of them."""
     sets = DATASETS[args.dataset].sets
     runs = runs_dir(Path(args.runs), args.dataset, args.backbone, args.quick)
-    start = time.perf_counter()
-    per_seed = {seed: seed_runs(args, seed, runs, methods) for seed in args.seeds}
-    summary = summarise(per_seed, args.seeds, methods, metric_keys(sets, ["top1"]))
     if args.dataset == "photos":
-        n = len(args.photo_list)
-        what = f"{n} real photos ({args.photos})"
+        what = f"{len(args.photo_list)} real photos ({args.photos})"
     else:
         per_train, per_test = FMNIST["quick_per_class"] if args.quick else (FMNIST["per_class_train"],
                                                                              FMNIST["per_class_test"])
@@ -190,22 +186,14 @@ def proxy(args, methods: list, write: bool = True) -> tuple:
     backbone = "" if args.backbone == OFFLINE_ARCH and args.dataset == "photos" else f", {args.backbone}"
     title = (f"classification proxy: {what}{backbone}, day {args.day_steps} + {args.steps} steps"
              f"{' (quick)' if args.quick else ''}")
-    text = render(summary, args.seeds, title, sets, ["top1"], NIGHT_MEAN)
-    out = Path(args.out)
-    name = stem(args.dataset, args.backbone, args.quick)
-    result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds, "dataset": args.dataset,
-              "backbone": args.backbone,
-              **({"photos": args.photo_list} if args.dataset == "photos" else {"fashion_mnist": args.fmnist_root}),
-              "steps": {"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
-              "methods": {m: METHODS[m].note for m in methods}, "per_seed": per_seed, "summary": summary,
-              "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
-              "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
-    if write:
-        write_results(out, name, result, text)
-        plot(summary, out / f"{name}.png", title, sets, "top1")  # render() has printed the tables
-        print(f"wrote {out / name}.json|txt|png", end="; ")
-    print(f"the runs took {result['run_seconds']:.0f} s in all ({result['wall_seconds']:.0f} s in this call, the "
-          f"rest cached under {runs})")
+    data = {"photos": args.photo_list} if args.dataset == "photos" else {"fashion_mnist": args.fmnist_root}
+    result, text = compare(lambda seed: seed_runs(args, seed, runs, methods), args.seeds, methods,
+                           {m: METHODS[m].note for m in methods}, title, sets, ["top1"], NIGHT_MEAN,
+                           dataset=args.dataset, backbone=args.backbone, **data,
+                           steps={"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps})
+    if write:  # render() has printed the tables
+        publish(result, text, Path(args.out), stem(args.dataset, args.backbone, args.quick), sets, "top1")
+    report_time(result, runs)
     return result, text
 
 

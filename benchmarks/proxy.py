@@ -218,3 +218,33 @@ def write_results(out: Path, stem: str, result: dict, text: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     (out / f"{stem}.txt").write_text(text)
+
+
+def compare(seed_runs: Callable[[int], dict], seeds: list, methods: list, notes: dict, title: str,
+            sets: Sequence[str], metrics: Sequence[str], night_sets: Sequence[str], **facts) -> tuple:
+    """Every method of ``methods`` over the seeds (``seed_runs(seed)`` → ``{method: measured(...)}``), summarised
+    and rendered: ``(result, text)``. The result holds ``facts`` (what the proxy ran on: steps, data, settings), the
+    per-seed metrics, the summary and the wall times."""
+    import torch
+
+    start = time.perf_counter()
+    per_seed = {seed: seed_runs(seed) for seed in seeds}
+    summary = summarise(per_seed, seeds, methods, metric_keys(sets, metrics))
+    text = render(summary, seeds, title, sets, metrics, night_sets)
+    result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": seeds, **facts,
+              "methods": {m: notes[m] for m in methods}, "per_seed": per_seed, "summary": summary,
+              "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
+              "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
+    return result, text
+
+
+def publish(result: dict, text: str, out: Path, stem: str, sets: Sequence[str], metric: str) -> None:
+    """``<stem>.json|txt|png`` under ``out`` (the plot of ``metric``)."""
+    write_results(out, stem, result, text)
+    plot(result["summary"], out / f"{stem}.png", result["title"], sets, metric)
+    print(f"wrote {out / stem}.json|txt|png")
+
+
+def report_time(result: dict, runs: Path) -> None:
+    print(f"the runs took {result['run_seconds']:.0f} s in all ({result['wall_seconds']:.0f} s in this call, the "
+          f"rest cached under {runs})")

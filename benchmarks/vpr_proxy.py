@@ -40,13 +40,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import Method, metric_keys, plot, render, run_seed, summarise, with_reference, write_results  # noqa: E402
+from proxy import Method, compare, publish, report_time, run_seed, with_reference  # noqa: E402
 import vpr_places  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,25 +127,15 @@ def main(argv=None) -> dict:
     names = args.methods or (QUICK_METHODS if args.quick else list(METHODS))
     methods = with_reference(names, METHODS)
     runs = Path(args.runs) / ("quick" if args.quick else "full")
-    start = time.perf_counter()
-    per_seed = {seed: seed_runs(args, seed, runs, methods) for seed in args.seeds}
-    summary = summarise(per_seed, args.seeds, methods, metric_keys(SETS, METRICS))
     title = (f"place-recognition proxy: {len(vpr_places.PLACES)} photo pairs + street-video places, day "
              f"{args.day_steps} + {args.steps} steps{' (quick)' if args.quick else ''}")
-    text = render(summary, args.seeds, title, SETS, METRICS, SETS[1:])
-    out = Path(args.out)
-    stem = "vpr_proxy_quick" if args.quick else "vpr_proxy"
-    result = {"title": title, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds,
-              "steps": {"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
-              "settings": {"lr": args.lr, "train_size": args.train_size, "eval_size": args.eval_size,
-                           "scales": args.scales, "queries": args.queries},
-              "methods": {m: METHODS[m].note for m in methods}, "per_seed": per_seed, "summary": summary,
-              "wall_seconds": time.perf_counter() - start, "torch": torch.__version__,
-              "run_seconds": sum(r["seconds"] for seed in per_seed.values() for r in seed.values())}
-    write_results(out, stem, result, text)
-    plot(summary, out / f"{stem}.png", title, SETS, "mAP")
-    print(f"wrote {out / stem}.json|txt|png; the runs took {result['run_seconds']:.0f} s in all "
-          f"({result['wall_seconds']:.0f} s in this call, the rest cached under {runs})")
+    result, text = compare(lambda seed: seed_runs(args, seed, runs, methods), args.seeds, methods,
+                           {m: METHODS[m].note for m in methods}, title, SETS, METRICS, SETS[1:],
+                           steps={"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
+                           settings={"lr": args.lr, "train_size": args.train_size, "eval_size": args.eval_size,
+                                     "scales": args.scales, "queries": args.queries})
+    publish(result, text, Path(args.out), "vpr_proxy_quick" if args.quick else "vpr_proxy", SETS, "mAP")
+    report_time(result, runs)
     return result
 
 
