@@ -42,7 +42,7 @@ from cls_proxy import METHODS as CLS_METHODS  # noqa: E402
 from proxy import compare, publish, report_time, run_seed, with_reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "act_proxy.yaml"
+RECIPE = Path(__file__).resolve().parent / "act_proxy.yaml"  # the proxy's own: its data roots are the trees it builds
 SETS = ("day_test", "night_street", "night_urban", "night_dark", "night_mixed")
 METHODS = {name: CLS_METHODS[name] for name in ("day model", "no adaptation", "brightness", "gamma", "night aug.",
                                                 "SMM", "CIConv", "Zero-DCE", "CLAHE")}

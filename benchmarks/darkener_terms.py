@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cls_proxy import RECIPE, ROOT, base_overrides, photos  # noqa: E402
+from simmm.weights import OFFLINE_ARCH  # noqa: E402
 from proxy import last_checkpoint, measured  # noqa: E402
 
 VARIANTS = {
@@ -46,8 +47,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     # the classification proxy's full setting: 22 photos, its day model of this seed
-    proxy = argparse.Namespace(quick=False, photo_list=photos("skimage+opencv"), day_steps=150,
-                               darkener_steps=args.steps, steps=0)
+    proxy = argparse.Namespace(quick=False, dataset="photos", backbone=OFFLINE_ARCH, photos="skimage+opencv",
+                               photo_list=photos("skimage+opencv"), day_steps=150, darkener_steps=args.steps, steps=0)
     day_dir = ROOT / "runs" / "cls_proxy" / "full" / f"seed{args.seed}" / "day"
     if not last_checkpoint(day_dir).exists():
         measured(RECIPE, base_overrides(proxy, args.seed, day_dir) + ["players.darkener.steps=0",

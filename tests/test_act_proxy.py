@@ -162,7 +162,7 @@ def test_night_clips_one_night_per_clip_and_the_mixed_stream_takes_the_presets_i
 def test_the_proxy_recipe_never_flips_and_names_the_clip_classes():
     from simmm.recipe import load_recipe
 
-    recipe = load_recipe(ROOT / "recipes" / "act_proxy.yaml", [f"data.train.root={ROOT}"] + [
+    recipe = load_recipe(ROOT / "benchmarks" / "act_proxy.yaml", [f"data.train.root={ROOT}"] + [
         f"data.eval.{s}.root={ROOT}" for s in ("day_test", "night_street", "night_urban", "night_dark", "night_mixed")])
     assert recipe.data.hflip is False  # a flip turns a pan left into a pan right
     assert tuple(recipe.data.classes) == A.CLASSES and recipe.data.adabn is True
