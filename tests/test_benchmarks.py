@@ -152,8 +152,18 @@ def test_step_speed_times_every_task(task):
         assert batches["extractor_floor"]["image"].dim() == 5
     else:
         assert batches["darkener"]["image"].dim() == 4 and batches["extractor"]["image"].dim() == 5  # tuples
+    seen = {}
+    real = engine.run_step
+
+    def spy(player, player_batches):
+        seen[player] = {stream: b["image"].dim() for stream, b in player_batches.items()}
+        return real(player, player_batches)
+
+    engine.run_step = spy
     for fn in steps.values():
         fn()
+    want = 5 if task == "action" else 4  # D reads clips (action) or single images (place recognition)
+    assert seen == {"darkener": {"darkener": want}, "extractor": {"extractor": 5}}
 
 
 def test_proxy_claims_nothing_inside_the_seed_spread():
