@@ -53,6 +53,30 @@ def run_dir(seed_dir: Path, name: str) -> Path:
     return seed_dir / name.replace(" ", "_").replace("(", "").replace(")", "").replace("/", "-").replace(".", "")
 
 
+CACHE_FREE = ("log.", "num_workers", "device", "checkpoint.every", "eval.batch_size", "output_dir", "init",
+              "data.cache_dir")
+"""Recipe keys a cached run may differ in without changing what it measured (output settings, and the paths of
+the cache itself, which may have moved with it: ``init`` is the seed's day model of the same cache)."""
+
+
+def stale_keys(run: Path, recipe) -> list:
+    """Keys in which ``run``'s saved recipe (its ``config.yaml``) differs from ``recipe``; the darkener's sections
+    do not count for a run that gives the darkener no steps (they change nothing it computes)."""
+    import yaml
+
+    from simmm.recipe import recipe_changes, recipe_to_dict
+
+    saved = run / "config.yaml"
+    if not saved.exists():
+        return []
+    current = recipe_to_dict(recipe)
+    free = CACHE_FREE
+    darkener = recipe.players.get("darkener")
+    if darkener is None or not (darkener.steps or darkener.epochs):
+        free += ("darkener.", "players.darkener.")
+    return recipe_changes(yaml.safe_load(saved.read_text()), current, ignore=free)
+
+
 def measured(recipe: Path, overrides: list, run: Path, train: bool = True) -> dict:
     """One run — trained to its end, or (``train=False``) only evaluated — or its cached result:
     ``{"metrics", "seconds"}`` plus the darkener's exposure response when the run trained one."""
@@ -60,11 +84,16 @@ def measured(recipe: Path, overrides: list, run: Path, train: bool = True) -> di
     from simmm.recipe import load_recipe
 
     done = run / "proxy_result.json"
+    resolved = load_recipe(recipe, overrides)
     if done.exists():
+        changed = stale_keys(run, resolved)
+        if changed:
+            raise SystemExit(f"{run} holds a cached run of another recipe (changed: {', '.join(changed[:6])}); "
+                             "delete that folder to run it again")
         saved = json.loads(done.read_text())
         return {"metrics": saved["metrics"], "seconds": saved["seconds"], **saved.get("extra", {})}
     start = time.perf_counter()
-    engine = Engine(load_recipe(recipe, overrides))
+    engine = Engine(resolved)
     metrics = engine.fit(resume=last_checkpoint(run).exists()) if train else engine.evaluate()
     seconds = time.perf_counter() - start
     extra = {}
@@ -201,6 +230,49 @@ def render(summary: dict, seeds: list, title: str, sets: Sequence[str], metrics:
             console.print(f"{name}: darkener brightness after its phase ({levels}); max |error| "
                           f"{row['darkener_max_abs_error']['mean']:.3f} ± {row['darkener_max_abs_error']['std']:.3f}")
     return console.export_text()
+
+
+def against(result: dict, base: str, names: Sequence[str], metric: str, day_set: str,
+            night_sets: Sequence[str]) -> tuple:
+    """Each of ``names`` paired with ``base`` seed by seed (the fast darkener against the full-resolution one):
+    the differences of the day score and of the night mean (over ``night_sets``), without and with AdaBN, each
+    mean ± std with its :func:`verdict`, beside the darkener's exposure error and the seconds per run.
+    ``(rows, text)``; rows: ``{name: {"<day|night mean>[ (AdaBN)]": {"diffs", "mean", "std", "verdict"},
+    "darkener_max_abs_error", "seconds"}}``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    per_seed, seeds = result["per_seed"], result["seeds"]
+
+    def score(name: str, seed, sets: Sequence[str], suffix: str) -> float:
+        return statistics.mean(per_seed[seed][name]["metrics"][f"{s}/{metric}{suffix}"] for s in sets)
+
+    columns = [(label + tag, sets, suffix) for suffix, tag in (("", ""), ("_adabn", " (AdaBN)"))
+               for label, sets in (("day", [day_set]), ("night mean", list(night_sets)))]
+    rows = {}
+    table = Table(title=f"{', '.join(names)} minus {base}, {metric} (%), paired per seed {seeds}")
+    for column in ["method"] + [c[0] for c in columns] + ["D max |error|", "s / run"]:
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name in names:
+        row = {}
+        for label, sets, suffix in columns:
+            diffs = [score(name, seed, sets, suffix) - score(base, seed, sets, suffix) for seed in seeds]
+            row[label] = {**spread(diffs), "diffs": diffs, "verdict": verdict(diffs)}
+        row["darkener_max_abs_error"] = result["summary"][name].get("darkener_max_abs_error")
+        row["seconds"] = result["summary"][name]["seconds"]
+        rows[name] = row
+        error = row["darkener_max_abs_error"]
+        marks = {"better": " ▲", "worse": " ▼"}
+        cells = [row[label] for label, _, _ in columns]
+        table.add_row(name, *(f"{c['mean']:+.1f} ± {c['std']:.1f}{marks.get(c['verdict'], '')}" for c in cells),
+                      f"{error['mean']:.3f}" if error else "—", f"{row['seconds']['mean']:.0f}")
+    error = result["summary"][base].get("darkener_max_abs_error")
+    console = Console(width=200, record=True)
+    console.print(table)
+    console.print(f"{base}: D max |error| {error['mean']:.3f}, {result['summary'][base]['seconds']['mean']:.0f} s / "
+                  f"run. ▲ / ▼: higher / lower than {base} on every seed (paired); unmarked: within the seed spread."
+                  if error else f"▲ / ▼: higher / lower than {base} on every seed (paired)")
+    return rows, console.export_text()
 
 
 def plot(summary: dict, path: Path, title: str, sets: Sequence[str], metric: str) -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import Method, compare, publish, report_time, run_seed, with_reference  # noqa: E402
+from proxy import Method, against, compare, publish, report_time, run_seed, with_reference  # noqa: E402
 import vpr_places  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +134,11 @@ def main(argv=None) -> dict:
                            steps={"day": args.day_steps, "darkener": args.darkener_steps, "adaptation": args.steps},
                            settings={"lr": args.lr, "train_size": args.train_size, "eval_size": args.eval_size,
                                      "scales": args.scales, "queries": args.queries})
+    fast = "SMM (map 1/4, guided)"
+    if "SMM" in methods and fast in methods and len(args.seeds) > 1:
+        result["fast_path"], table = against(result, "SMM", [fast], "mAP", "day_test", SETS[1:])
+        print(table)
+        text += "\n" + table
     publish(result, text, Path(args.out), "vpr_proxy_quick" if args.quick else "vpr_proxy", SETS, "mAP")
     report_time(result, runs)
     return result

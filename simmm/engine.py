@@ -26,7 +26,7 @@ from simmm.enhance import Enhancer, build_enhancer
 from simmm.errors import CheckpointError, RecipeError, SimmmError
 from simmm.logger import RunLogger, write_json
 from simmm.method import Context, Method, Phase, Player, get_method, set_trainable
-from simmm.recipe import PlayerConfig, Recipe, recipe_from_dict, recipe_to_dict, save_recipe
+from simmm.recipe import PlayerConfig, Recipe, recipe_changes, recipe_to_dict, save_recipe
 from simmm.seed import get_rng_state, seed_everything, set_rng_state
 from simmm.task import TaskAdapter, get_task
 
@@ -543,7 +543,7 @@ class Engine:
     def restore(self, path: Path) -> None:
         """Continue exactly where ``path`` stopped: weights, optimisers, schedules, scaler, RNGs, data position."""
         state = load_checkpoint(path, signature=self.signature(), map_location=self.device)
-        changed = _recipe_changes(_with_current_defaults(state["recipe"]), recipe_to_dict(self.recipe))
+        changed = recipe_changes(state["recipe"], recipe_to_dict(self.recipe), ignore=RESUME_FREE)
         if changed:
             raise CheckpointError(f"checkpoint {path} was written with another recipe; changed keys: "
                                   f"{', '.join(changed[:8])}. Resume with the recipe of that run "
@@ -579,7 +579,7 @@ class Engine:
 
 
 # keys that may differ between a run and its resumption without changing what it computes
-_RESUME_FREE = ("log.", "eval.every", "eval.batch_size", "eval.enhance", "num_workers", "device", "checkpoint.every")
+RESUME_FREE = ("log.", "eval.every", "eval.batch_size", "eval.enhance", "num_workers", "device", "checkpoint.every")
 
 
 def enhancer_for(recipe: Recipe, eval_sets: list) -> Optional[nn.Module]:
@@ -594,27 +594,6 @@ def enhancer_for(recipe: Recipe, eval_sets: list) -> Optional[nn.Module]:
                               f"{own[0]!r}, which method {recipe.method!r} predicts its own way (day–night fusion); "
                               "use eval.enhance: none with this method")
     return enhancer
-
-
-def _with_current_defaults(saved: dict) -> dict:
-    """A checkpoint's recipe validated again, so that a key added to simmm since it was written reads as its default
-    (not as a change); a recipe that no longer validates is compared as it was saved."""
-    try:
-        return recipe_to_dict(recipe_from_dict(saved))
-    except SimmmError:
-        return saved
-
-
-def _recipe_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        path = f"{prefix}{key}"
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _recipe_changes(a, b, path + ".")
-        elif a != b and not any(path.startswith(free) for free in _RESUME_FREE):
-            keys.append(path)
-    return keys
 
 
 def _fmt(values: dict) -> str:

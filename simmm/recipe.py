@@ -17,11 +17,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
-from simmm.errors import RecipeError
+from simmm.errors import RecipeError, SimmmError
 
 # --------------------------------------------------------------------------------------------------- schema
 
@@ -311,6 +311,30 @@ def recipe_to_dict(recipe: Recipe) -> dict:
         else:
             out[f.name] = plain(getattr(recipe, f.name))
     return out
+
+
+def recipe_changes(saved: dict, current: dict, ignore: Sequence[str] = ()) -> list[str]:
+    """Dotted keys in which a saved recipe mapping (a checkpoint's, a run's ``config.yaml``) differs from
+    ``current`` (:func:`recipe_to_dict`), leaving out keys that start with any of ``ignore``. The saved mapping is
+    validated again first, so that a key added to simmm since it was written reads as its default, not as a change
+    (one that no longer validates is compared as it was saved)."""
+    try:
+        saved = recipe_to_dict(recipe_from_dict(saved))
+    except SimmmError:
+        pass
+
+    def walk(old: dict, new: dict, prefix: str) -> list[str]:
+        keys = []
+        for key in sorted(set(old) | set(new)):
+            path = f"{prefix}{key}"
+            a, b = old.get(key), new.get(key)
+            if isinstance(a, dict) and isinstance(b, dict):
+                keys += walk(a, b, path + ".")
+            elif a != b and not any(path.startswith(free) for free in ignore):
+                keys.append(path)
+        return keys
+
+    return walk(saved, current, "")
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:

@@ -184,6 +184,60 @@ def test_proxy_claims_nothing_inside_the_seed_spread():
     assert row["seconds"]["mean"] == pytest.approx(40.0) and row["seconds"]["std"] == pytest.approx(10.0)
 
 
+def test_fast_path_rows_are_paired_with_the_full_darkener_seed_by_seed():
+    """against(): per seed, the fast row's day score and its night mean (over the night sets) minus the full row's,
+    without and with AdaBN; mean ± std and the verdict by hand."""
+    from proxy import against, metric_keys, summarise
+
+    sets = ["day_test", "night_a", "night_b"]
+
+    def metrics(day, a, b, shift):
+        return {"day_test/top1": day, "night_a/top1": a, "night_b/top1": b,
+                "day_test/top1_adabn": day + shift, "night_a/top1_adabn": a + shift, "night_b/top1_adabn": b}
+
+    per_seed = {0: {"SMM": {"metrics": metrics(50, 10, 20, 1), "seconds": 9.0},
+                    "fast": {"metrics": metrics(52, 13, 21, 0), "seconds": 3.0}},
+                1: {"SMM": {"metrics": metrics(60, 30, 10, 1), "seconds": 11.0},
+                    "fast": {"metrics": metrics(59, 31, 12, 5), "seconds": 5.0}}}
+    result = {"per_seed": per_seed, "seeds": [0, 1],
+              "summary": summarise(per_seed, [0, 1], ["SMM", "fast"], metric_keys(sets, ["top1"]))}
+    rows, text = against(result, "SMM", ["fast"], "top1", "day_test", sets[1:])
+    row = rows["fast"]
+    assert row["day"]["diffs"] == [2, -1] and row["day"]["verdict"] == "within seed spread"
+    assert row["night mean"]["diffs"] == [2.0, 1.5] and row["night mean"]["verdict"] == "better"
+    assert row["night mean"]["mean"] == pytest.approx(1.75) and row["night mean"]["std"] == pytest.approx(0.35355, abs=1e-5)
+    # with AdaBN: night_a shifted by 1 for SMM, 0 / 5 for the fast row -> (13 + 21) / 2 - (11 + 20) / 2 = 1.5, 3.5
+    assert row["night mean (AdaBN)"]["diffs"] == [1.5, 3.5] and row["day (AdaBN)"]["diffs"] == [1, 3]
+    assert row["seconds"]["mean"] == 4.0 and "+1.8 ± 0.4 ▲" in text
+
+
+def test_a_cached_proxy_run_of_another_recipe_is_refused(tmp_path):
+    """A cached run is reused only while its recipe is unchanged (output settings aside); the darkener's settings
+    do not count for a run that gives the darkener no steps."""
+    import json
+
+    from proxy import measured
+
+    from simmm.recipe import load_recipe, save_recipe
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+    for name, base in (("smm", []), ("plain", ["players.darkener.steps=0"])):
+        run = tmp_path / name
+        overrides = base + [f"output_dir={run}"]
+        save_recipe(load_recipe(recipe, overrides), run / "config.yaml")
+        (run / "proxy_result.json").write_text(json.dumps({"metrics": {"a": 1.0}, "seconds": 2.0}))
+        assert measured(recipe, overrides + ["log.every=3"], run)["metrics"] == {"a": 1.0}
+        changed = overrides + ["darkener.weights.tv=7"]
+        if name == "plain":
+            assert measured(recipe, changed, run)["seconds"] == 2.0
+        else:
+            with pytest.raises(SystemExit, match=r"smm holds a cached run of another recipe "
+                                                 r"\(changed: darkener.weights.tv\); delete that folder"):
+                measured(recipe, changed, run)
+        with pytest.raises(SystemExit, match=r"changed: players.extractor.lr"):
+            measured(recipe, overrides + ["players.extractor.lr=0.5"], run)
+
+
 @pytest.mark.parametrize("task", ["classification", "segmentation", "place_recognition", "action", "dania"])
 def test_paper_protocol_plans_runs_that_are_valid_recipes(task, tmp_path):
     """Every run the paper protocol plans is a shipped recipe whose overrides validate; fine-tuned and evaluated
