@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
     parser.add_argument("--day-steps", type=int, default=300)
-    parser.add_argument("--darkener-steps", type=int, default=100)
+    parser.add_argument("--darkener-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=100, help="steps every method trains after the day model")
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 30/10/10 steps, 2 training and 1 test clip per class and video (checks it runs)")

@@ -1,9 +1,10 @@
 """Which of the darkener's loss terms keeps D from following its exposure input (issue 10 §2).
 
-The darkener phase alone (``--steps`` steps, nothing else trained), from the classification proxy's day model of one
-seed, once per variant that changes one setting; for each, the mean brightness of D(I, E) on the proxy's held-out day
-crops at E = 0.05, 0.1, 0.2, 0.35 (``simmm.darkening.exposure_response``, the ``darkener_exposure.json`` every SMM
-run writes) and the largest |brightness − E|. The target: within 0.05 at every E.
+The darkener phase alone (``--steps`` steps, nothing else trained, full-resolution maps), from the classification
+proxy's day model of one seed, once per variant that changes one setting; for each, the mean brightness of D(I, E)
+on the proxy's held-out day crops at E = 0.05, 0.1, 0.2, 0.35 (``simmm.darkening.exposure_response``, the
+``darkener_exposure.json`` every SMM run writes) and the largest |brightness − E|. The target: within 0.05 at
+every E.
 
     PYTHONPATH=. python benchmarks/darkener_terms.py                      # every variant (about 2 min each, 2 cores)
     PYTHONPATH=. python benchmarks/darkener_terms.py --variants base tv0
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cls_proxy import RECIPE, ROOT, base_overrides, photos  # noqa: E402
+from cls_proxy import FULL_MAPS, RECIPE, ROOT, base_overrides, photos  # noqa: E402
 from simmm.weights import OFFLINE_ARCH  # noqa: E402
 from proxy import last_checkpoint, measured  # noqa: E402
 
@@ -63,7 +64,7 @@ def main(argv=None) -> dict:
         run = Path(args.runs) / f"seed{args.seed}" / name
         overrides = base_overrides(proxy, args.seed, run) + [
             f"init={last_checkpoint(day_dir)}", "players.day.steps=0", "players.extractor.steps=0",
-            "data.night_sim.presets=[]", "data.night_sim.mixed=false", "data.adabn=false"] + VARIANTS[name]
+            "data.night_sim.presets=[]", "data.night_sim.mixed=false", "data.adabn=false"] + FULL_MAPS + VARIANTS[name]
         result = measured(RECIPE, overrides, run)
         exposure = result["darkener_exposure"]
         rows[name] = {"overrides": VARIANTS[name], "levels": [(lv["exposure"], lv["mean"]) for lv in exposure["levels"]],

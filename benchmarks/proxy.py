@@ -269,9 +269,11 @@ def against(result: dict, base: str, names: Sequence[str], metric: str, day_set:
     error = result["summary"][base].get("darkener_max_abs_error")
     console = Console(width=200, record=True)
     console.print(table)
-    console.print(f"{base}: D max |error| {error['mean']:.3f}, {result['summary'][base]['seconds']['mean']:.0f} s / "
-                  f"run. ▲ / ▼: higher / lower than {base} on every seed (paired); unmarked: within the seed spread."
-                  if error else f"▲ / ▼: higher / lower than {base} on every seed (paired)")
+    legend = f"▲ / ▼: higher / lower than {base} on every seed (paired); unmarked: within the seed spread."
+    if error:
+        legend = (f"{base}: D max |error| {error['mean']:.3f}, {result['summary'][base]['seconds']['mean']:.0f} s / "
+                  f"run. {legend}")
+    console.print(legend)
     return rows, console.export_text()
 
 

@@ -15,8 +15,9 @@ gradients, optimiser state and batch, plus the step's transient peak from the pr
 
 Targets: darkener ≤ 1.5 × plain, extractor ≤ 1.15 × its floor, darkener peak memory ≤ 2 × plain's.
 
-Darkener settings: ``full`` (map_scale 1, the faithful default) and ``fast`` (``map_scale`` 0.25: A, B estimated at a
-quarter of the resolution, bilinearly upsampled); ``--map-scales`` changes the list.
+Darkener settings: ``full`` (map_scale 1, the authors' module, which the paper recipes pin) and ``fast``
+(``map_scale`` 0.25, simmm's default: A, B estimated at a quarter of the resolution, guided upsampling with the
+image as guide); ``--map-scales`` changes the list.
 
 Timings are medians of ``--steps`` repeats after ``--warmup`` calls, the step kinds taking turns (round robin) so
 that a change of load on a shared machine falls on all alike; the plain step is re-timed with each darkener

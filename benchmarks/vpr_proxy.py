@@ -22,7 +22,10 @@ n1..n3) has one extra positive X(q)); only X differs:
 - ``brightness`` / ``gamma`` — X = fixed darkening to SMM's compound exposure (the paper's ablations);
 - ``night aug.`` — X = physical simulated night (``adapt.darkening: night``, training parameters);
 - ``SMM`` — X = the learned darkener (``--darkener-steps`` first, full-resolution maps); ``SMM (map 1/4, guided)``
-  the same with the darkener's maps at a quarter resolution, guided upsampling (the fast path);
+  the same with the darkener's maps at a quarter resolution, guided upsampling (the fast path). The darkener phase
+  runs the demo's settings for small images (:data:`DARKENER`: LR 3e-3 constant, L_exp on 16×16 patches, colour 2.5,
+  tent TV 50), as the classification proxy's does: with the recipe's (1e-3 decayed, per pixel, 25, 1600) D learnt one
+  darkness for every E, with LR 3e-3 and colour 25 an all-black image;
 - ``CIConv`` — a colour-invariant first layer (``model.ciconv: true``) trained on day for the same total steps;
 - ``Zero-DCE`` / ``CLAHE`` — enhance-then-describe (every image, database and queries) on the ``no adaptation``
   model (test time only).
@@ -55,7 +58,10 @@ TREES = dict(zip(SETS, vpr_places.SETS))  # proxy set name -> test tree of vpr_p
 METRICS = ("mAP", "R@1")
 
 NO_DARKENER = ["players.darkener.steps=0"]
-FULL_MAPS = ["darkener.map_scale=1.0"]  # recipes/vpr_opencv.yaml runs the fast path; SMM proper has full maps
+DARKENER = ["players.darkener.lr=3e-3", "players.darkener.lr_schedule=constant", "darkener.exposure_patch=16",
+            "darkener.weights.color=2.5", "darkener.weights.tv=50"]
+"""The darkener phase of every run (unused where a method gives it no steps): the demo's settings for small images."""
+FULL_MAPS = ["darkener.map_scale=1.0", "darkener.map_upsample=bilinear"]  # SMM as published (the default: fast path)
 METHODS = {
     "day model": Method("day", note="the seed's day model"),
     "no adaptation": Method("finetune", NO_DARKENER + ["adapt.darkening=none"],
@@ -92,7 +98,7 @@ def base_overrides(args, seed: int, out: Path, train: Path, tests: dict) -> list
             f"data.scales={json.dumps(args.scales)}", f"data.cache_dir={out / 'cache'}",
             f"players.day.lr={args.lr}", f"players.extractor.lr={args.lr}",
             f"players.day.steps={args.day_steps}", f"players.darkener.steps={args.darkener_steps}",
-            f"players.extractor.steps={args.steps}"]
+            f"players.extractor.steps={args.steps}"] + DARKENER
 
 
 def seed_runs(args, seed: int, runs: Path, methods: list) -> dict:
@@ -107,7 +113,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), metavar="METHOD")
     parser.add_argument("--day-steps", type=int, default=40)
-    parser.add_argument("--darkener-steps", type=int, default=60)
+    parser.add_argument("--darkener-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=40, help="steps every method trains after the day model")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate of the day and extractor players")
     parser.add_argument("--train-size", type=int, default=128, help="side of the square training images")
@@ -137,7 +143,6 @@ def main(argv=None) -> dict:
     fast = "SMM (map 1/4, guided)"
     if "SMM" in methods and fast in methods and len(args.seeds) > 1:
         result["fast_path"], table = against(result, "SMM", [fast], "mAP", "day_test", SETS[1:])
-        print(table)
         text += "\n" + table
     publish(result, text, Path(args.out), "vpr_proxy_quick" if args.quick else "vpr_proxy", SETS, "mAP")
     report_time(result, runs)

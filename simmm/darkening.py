@@ -289,7 +289,10 @@ class DarkeningNet(nn.Module):
             return F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=False)
         from kornia.color import rgb_to_grayscale
 
-        return guided_upsample(maps.float(), rgb_to_grayscale(image.float()))
+        # in float32 even under autocast: the window variances are differences of means of squares, which bf16
+        # (8 bits of mantissa) turns into noise
+        with torch.autocast(image.device.type, enabled=False):
+            return guided_upsample(maps.float(), rgb_to_grayscale(image.float()))
 
     def extra_repr(self) -> str:
         return (f"width={self.width}, mapping={self.mapping!r}, iterations={self.iterations}, "

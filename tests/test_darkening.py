@@ -362,3 +362,16 @@ def test_guided_map_upsampling_keeps_constants_and_follows_the_image_edges():
     assert out.image.shape == image.shape and out.A.shape == (1, 3, 6, 10)
     with pytest.raises(ValueError, match="map_upsample must be one of bilinear, guided"):
         DarkeningNet(map_upsample="bicubic")
+
+
+def test_guided_map_upsampling_runs_in_float32_under_autocast():
+    """Under bf16 autocast (the engine's AMP path on CPU) the guided upsampling gives the float32 result: its window
+    variances are differences of means of squares, which bf16 turns into noise (seen: a darkener loss 16% off)."""
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 20, 28) * 0.2 + 0.4
+    maps = torch.rand(2, 6, 5, 7)
+    net = DarkeningNet(width=4, map_scale=0.25, map_upsample="guided")
+    reference = net.upsample_maps(maps, image)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = net.upsample_maps(maps, image)
+    assert amp.dtype == torch.float32 and torch.allclose(amp, reference, atol=1e-6)

@@ -83,13 +83,18 @@ class DarkenerConfig:
     authors' default; their ``L_exp`` takes a ``patch_size``, Zero-DCE uses 16). ``train_size`` [H, W]: D's phase
     resizes its training views to this size (the SMM paper trains D on
     Cityscapes at 256×512 while F sees 384×768 crops); empty: the views as they come.
+
+    ``map_scale`` / ``map_upsample``: D's maps A, B are estimated at this fraction of the image size and brought
+    to it by this upsampling (``guided``: the image as guide). The default, 1/4 with guided upsampling, is the fast
+    path: on the classification proxy it matched the full-resolution module's accuracy at under half its run time
+    (benchmarks/README.md, "the fast path"); ``map_scale: 1.0`` is the authors' module, which the paper recipes pin.
     """
 
     width: int = 64
     mapping: Literal["code", "paper"] = "code"
     iterations: int = 8
-    map_scale: float = 1.0
-    map_upsample: Literal["bilinear", "guided"] = "bilinear"
+    map_scale: float = 0.25
+    map_upsample: Literal["bilinear", "guided"] = "guided"
     exposure_range: tuple[float, float] = (0.0, 0.5)
     exposure_norm: Literal["l2", "l1"] = "l2"
     exposure_patch: int = 1
