@@ -24,7 +24,7 @@ Each is evaluated with and without AdaBN (``data.adabn``), one clip per test vid
 top-1 mean ± std over seeds, a verdict per method against ``no adaptation`` that claims nothing inside the seed
 spread, the wall time of each run; writes ``results/act_proxy[_quick].json|txt|png``.
 
-    PYTHONPATH=. python benchmarks/act_proxy.py            # 3 seeds, the full proxy (19 min on 2 cores)
+    PYTHONPATH=. python benchmarks/act_proxy.py            # 3 seeds, the full proxy (24 min on 2 cores)
     PYTHONPATH=. python benchmarks/act_proxy.py --quick    # 1 seed, a small tree, short phases (1 min: checks it runs)
 """
 from __future__ import annotations

@@ -35,7 +35,7 @@ queries, the database with the model's own). mAP and Recall@1 (%), mean ± std o
 against ``no adaptation`` that claims nothing inside the seed spread (better/worse only when every seed's paired
 difference has the same sign); the wall time of each run; writes ``results/vpr_proxy[_quick].json|txt|png``.
 
-    PYTHONPATH=. python benchmarks/vpr_proxy.py             # 3 seeds, the full proxy (about 20 min on 2 cores)
+    PYTHONPATH=. python benchmarks/vpr_proxy.py             # 3 seeds, the full proxy (about 30 min on 2 cores)
     PYTHONPATH=. python benchmarks/vpr_proxy.py --quick     # 1 seed, short phases, fewer methods (CI: it runs)
 """
 from __future__ import annotations
