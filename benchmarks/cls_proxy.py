@@ -58,7 +58,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import Method, against, compare, publish, report_time, run_seed, with_reference, write_results  # noqa: E402
+from proxy import (FULL_MAPS, Method, against, compare, publish, report_time, run_seed, with_reference,  # noqa: E402
+                   write_results)
 
 from simmm.data.fashion_mnist import DEBIAN_ROOT as FASHION_MNIST_ROOT  # noqa: E402
 from simmm.data.opencv_places import OPENCV_DATA  # noqa: E402
@@ -97,9 +98,6 @@ FMNIST = {"image_size": 32, "resize": 36, "per_class_train": 100, "per_class_tes
 
 
 NO_DARKENER = ["players.darkener.steps=0"]
-FULL_MAPS = ["darkener.map_scale=1.0", "darkener.map_upsample=bilinear"]
-"""SMM as published: the darkener's maps at full resolution (simmm's default is the fast path; the upsampling is
-then unused, pinned so that the recipe reads the same)."""
 FAST_PATH = ("SMM (map 1/4)", "SMM (map 1/4, guided)")
 """The fast darkener's rows, each also paired with the full-resolution ``SMM`` (issue 10: the fast path becomes the
 default only if it keeps the method's accuracy)."""

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cls_proxy import FULL_MAPS, RECIPE, ROOT, base_overrides, photos  # noqa: E402
+from cls_proxy import RECIPE, ROOT, base_overrides, photos  # noqa: E402
 from simmm.weights import OFFLINE_ARCH  # noqa: E402
-from proxy import last_checkpoint, measured  # noqa: E402
+from proxy import FULL_MAPS, last_checkpoint, measured  # noqa: E402
 
 PAPER_TV = ["darkener.weights.tv=1600"]
 """Every variant starts from the paper's tent-TV weight (the shipped recipe runs a smaller one on its small crops,

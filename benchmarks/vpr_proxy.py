@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import Method, against, compare, publish, report_time, run_seed, with_reference  # noqa: E402
+from proxy import FULL_MAPS, Method, against, compare, publish, report_time, run_seed, with_reference  # noqa: E402
 import vpr_places  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,6 @@ NO_DARKENER = ["players.darkener.steps=0"]
 DARKENER = ["players.darkener.lr=3e-3", "players.darkener.lr_schedule=constant", "darkener.exposure_patch=16",
             "darkener.weights.color=2.5", "darkener.weights.tv=50"]
 """The darkener phase of every run (unused where a method gives it no steps): the demo's settings for small images."""
-FULL_MAPS = ["darkener.map_scale=1.0", "darkener.map_upsample=bilinear"]  # SMM as published (the default: fast path)
 METHODS = {
     "day model": Method("day", note="the seed's day model"),
     "no adaptation": Method("finetune", NO_DARKENER + ["adapt.darkening=none"],
