@@ -58,8 +58,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import (FULL_MAPS, Method, against, compare, publish, report_time, run_seed, with_reference,  # noqa: E402
-                   write_results)
+from proxy import (FULL_MAPS, REFERENCE, Method, against, compare, mark, publish, report_time,  # noqa: E402
+                   run_seed, spread, verdict, with_reference, write_results)
 
 from simmm.data.fashion_mnist import DEBIAN_ROOT as FASHION_MNIST_ROOT  # noqa: E402
 from simmm.data.opencv_places import OPENCV_DATA  # noqa: E402
@@ -134,6 +134,11 @@ def photos(kind: str) -> list:
     return list(PHOTOS) + [str(OPENCV_DATA / p) for p in OPENCV_PHOTOS]
 
 
+def fmnist_per_class(quick: bool) -> tuple:
+    """Fashion-MNIST images per class, (train, test), of a full or ``--quick`` run."""
+    return FMNIST["quick_per_class"] if quick else (FMNIST["per_class_train"], FMNIST["per_class_test"])
+
+
 def data_overrides(args) -> list:
     """The recipe overrides that pick the dataset (and the backbone, when not the demo's Lite0)."""
     model = [] if args.backbone == OFFLINE_ARCH else [f"model.backbone={args.backbone}"]
@@ -141,8 +146,7 @@ def data_overrides(args) -> list:
         per_train, per_test = (16, 8) if args.quick else (64, 32)
         return model + [f"data.photos.photos={json.dumps(args.photo_list)}",
                         f"data.photos.per_class_train={per_train}", f"data.photos.per_class_test={per_test}"]
-    per_train, per_test = FMNIST["quick_per_class"] if args.quick else (FMNIST["per_class_train"],
-                                                                         FMNIST["per_class_test"])
+    per_train, per_test = fmnist_per_class(args.quick)
     return model + ["data.kind=fashion_mnist", f"data.root={args.fmnist_root}",
                     f"data.fashion_mnist.per_class_train={per_train}", f"data.fashion_mnist.per_class_test={per_test}",
                     f"data.image_size={FMNIST['image_size']}", f"data.resize={FMNIST['resize']}",
@@ -187,8 +191,7 @@ def proxy(args, methods: list, write: bool = True) -> tuple:
     if args.dataset == "photos":
         what = f"{len(args.photo_list)} real photos ({args.photos})"
     else:
-        per_train, per_test = FMNIST["quick_per_class"] if args.quick else (FMNIST["per_class_train"],
-                                                                             FMNIST["per_class_test"])
+        per_train, per_test = fmnist_per_class(args.quick)
         what = f"Fashion-MNIST ({per_train}/{per_test} per class, {FMNIST['image_size']} px)"
     backbone = "" if args.backbone == OFFLINE_ARCH and args.dataset == "photos" else f", {args.backbone}"
     title = (f"classification proxy: {what}{backbone}, day {args.day_steps} + {args.steps} steps"
@@ -226,19 +229,16 @@ def backbone_table(results: dict, seeds: list, title: str) -> str:
             for suffix in ("", "_adabn"):
                 for s in ("day_test", "night_mixed"):
                     cell = row[f"{s}/top1{suffix}"]
-                    mark = {"better": " ▲", "worse": " ▼"}.get(cell.get("vs_no_adaptation", {}).get("verdict"), "")
-                    cells.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}{mark}")
+                    cells.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}{mark(cell)}")
                 per_seed = [statistics.mean(row[f"{s}/top1{suffix}"]["values"][i] for s in NIGHT_MEAN)
                             for i in range(len(seeds))]
-                ref = results[backbone]["summary"].get("no adaptation")
-                mark = ""
-                if ref is not None and name != "no adaptation" and len(seeds) > 1:
+                ref = results[backbone]["summary"].get(REFERENCE)
+                night = spread(per_seed)
+                if ref is not None and name != REFERENCE:
                     ref_seed = [statistics.mean(ref[f"{s}/top1{suffix}"]["values"][i] for s in NIGHT_MEAN)
                                 for i in range(len(seeds))]
-                    diffs = [a - b for a, b in zip(per_seed, ref_seed)]
-                    mark = " ▲" if all(d > 0 for d in diffs) else " ▼" if all(d < 0 for d in diffs) else ""
-                std = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
-                cells.append(f"{statistics.mean(per_seed):.1f} ± {std:.1f}{mark}")
+                    night["vs_no_adaptation"] = {"verdict": verdict([a - b for a, b in zip(per_seed, ref_seed)])}
+                cells.append(f"{night['mean']:.1f} ± {night['std']:.1f}{mark(night)}")
             table.add_row(backbone, name, *cells, f"{row['seconds']['mean']:.0f}")
     console.print(table)
     console.print("▲ / ▼: better / worse than the same backbone's 'no adaptation' on every seed (paired); 'night "

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import REFERENCE, Method, last_checkpoint, measured, run_dir, summarise, write_results  # noqa: E402
+from proxy import REFERENCE, Method, last_checkpoint, mark, measured, run_dir, summarise, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -204,8 +204,7 @@ def render(protocol: Protocol, summary: dict, seeds: list, title: str) -> str:
         cells = []
         for key in protocol.metrics:
             cell = row.get(key)
-            mark = {"better": " ▲", "worse": " ▼"}.get((cell or {}).get("vs_no_adaptation", {}).get("verdict"), "")
-            cells.append("—" if cell is None else f"{cell['mean']:.2f} ± {cell['std']:.2f}{mark}")
+            cells.append("—" if cell is None else f"{cell['mean']:.2f} ± {cell['std']:.2f}{mark(cell)}")
             published = protocol.paper.get(name, {}).get(key)
             cells.append("" if published is None else f"{published:.2f}")
         table.add_row(name, *cells, f"{row['seconds']['mean']:.0f}")

@@ -12,10 +12,12 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 REFERENCE = "no adaptation"
 """The equal-budget reference every verdict compares with."""
+MARKS = {"better": " ▲", "worse": " ▼"}
+"""How a table shows a :func:`verdict`."""
 FULL_MAPS = ["darkener.map_scale=1.0", "darkener.map_upsample=bilinear"]
 """SMM as published: the darkener's maps at full resolution (simmm's default is the fast path; the upsampling is
 then unused, pinned so that the recipe reads the same)."""
@@ -163,6 +165,11 @@ def verdict(diffs: list) -> str:
     return "within seed spread"
 
 
+def mark(cell: Optional[dict]) -> str:
+    """``MARKS`` of a summary cell's verdict against :data:`REFERENCE` ("" for none)."""
+    return MARKS.get((cell or {}).get("vs_no_adaptation", {}).get("verdict"), "")
+
+
 def summarise(per_seed: dict, seeds: list, methods: list, keys: Sequence[str]) -> dict:
     """Per method and metric key: mean ± std over seeds and, against :data:`REFERENCE`, the paired differences and
     their verdict; the wall seconds of a run; the darkener's exposure response when the runs trained one."""
@@ -219,8 +226,7 @@ def render(summary: dict, seeds: list, title: str, sets: Sequence[str], metrics:
                     if cell is None:
                         cells.append("—")
                         continue
-                    mark = {"better": " ▲", "worse": " ▼"}.get(cell.get("vs_no_adaptation", {}).get("verdict"), "")
-                    cells.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}{mark}")
+                    cells.append(f"{cell['mean']:.1f} ± {cell['std']:.1f}{mark(cell)}")
                 nights = [row[f"{s}/{metric}{suffix}"]["mean"] for s in night_sets if f"{s}/{metric}{suffix}" in row]
                 night = f"{statistics.mean(nights):.1f}" if nights else "—"
                 table.add_row(name, *cells, night, f"{row['seconds']['mean']:.0f}")
@@ -265,9 +271,8 @@ def against(result: dict, base: str, names: Sequence[str], metric: str, day_set:
         row["seconds"] = result["summary"][name]["seconds"]
         rows[name] = row
         error = row["darkener_max_abs_error"]
-        marks = {"better": " ▲", "worse": " ▼"}
         cells = [row[label] for label, _, _ in columns]
-        table.add_row(name, *(f"{c['mean']:+.1f} ± {c['std']:.1f}{marks.get(c['verdict'], '')}" for c in cells),
+        table.add_row(name, *(f"{c['mean']:+.1f} ± {c['std']:.1f}{MARKS.get(c['verdict'], '')}" for c in cells),
                       f"{error['mean']:.3f}" if error else "—", f"{row['seconds']['mean']:.0f}")
     error = result["summary"][base].get("darkener_max_abs_error")
     console = Console(width=200, record=True)

@@ -161,12 +161,11 @@ def darkener_floor_step(engine: Engine, batch: dict) -> None:
     sum(f.float().mean() for f in feats).backward()
 
 
-def step_functions(engine: Engine, setting) -> tuple[dict, dict]:
-    """The batch each step kind reads, and a callable per step kind this engine has players for: a fixed set of
-    batches per player (its own streams' first batches: tuples mined as a run mines them, clips,
-    images) and a callable per step kind this engine has players for. ``extractor_floor`` only where the adaptation
-    step has more than its floor to it (views, BYOL, targets): place recognition's step — the tuple plus the
-    darkened query, no BYOL — is its own floor."""
+def step_functions(engine: Engine) -> tuple[dict, dict]:
+    """The batch each step kind reads — its player's own streams' first batches (tuples mined as a run mines them,
+    clips, images), fixed for all repeats — and a callable per step kind this engine has players for.
+    ``extractor_floor`` only where the adaptation step has more than its floor to it (views, BYOL, targets): place
+    recognition's step — the tuple plus the darkened query, no BYOL — is its own floor."""
     batches = {}
     for player in engine.players:
         engine._activate(next(p for p in engine.plan if player in p.players))
@@ -223,12 +222,12 @@ def measure_task(task: str, args) -> dict:
     out = {"setting": {k: v for k, v in vars(setting).items()}, "plain": {}, "darkener_settings": {}}
     torch.manual_seed(0)
     plain_engine = builder(setting, ("day",), 1.0)
-    plain_batches, plain_steps = step_functions(plain_engine, setting)
+    plain_batches, plain_steps = step_functions(plain_engine)
     plain_step = plain_steps["plain"]
     for scale in args.map_scales:
         torch.manual_seed(0)
         engine = builder(setting, ("darkener", "extractor"), scale)
-        batches, steps = step_functions(engine, setting)
+        batches, steps = step_functions(engine)
         names = [n for n in ("darkener", "darkener_floor", "extractor", "extractor_floor") if n in steps]
         seconds = timed({"plain": plain_step, **{name: steps[name] for name in names}}, args.steps, args.warmup)
         row = {name: {"seconds": seconds[name], "peak_mib": peak_bytes(engine, batches[name], steps[name]) / MIB}

@@ -119,7 +119,7 @@ def test_step_speed_floors_do_what_they_claim(monkeypatch):
 
     setting = SimpleNamespace(**step_speed.TASKS["classification"][2])
     engine = step_speed.classification(setting, ("darkener", "extractor"), 1.0)
-    batch, steps = step_speed.step_functions(engine, setting)
+    batch, steps = step_speed.step_functions(engine)
     assert set(steps) == {"darkener", "darkener_floor", "extractor", "extractor_floor"}
     darkener = engine.method.darkener
     monkeypatch.setattr(darkener, "forward", lambda *a, **k: pytest.fail("the darkener floor ran D"))
@@ -150,7 +150,7 @@ def test_step_speed_times_every_task(task):
 
     setting = SimpleNamespace(**step_speed.TASKS[task][2])
     engine = step_speed.TASKS[task][0](setting, ("darkener", "extractor"), 1.0)
-    batches, steps = step_speed.step_functions(engine, setting)
+    batches, steps = step_speed.step_functions(engine)
     floors = {"darkener_floor"} | ({"extractor_floor"} if task == "action" else set())
     assert set(steps) == {"darkener", "extractor"} | floors
     if task == "action":
