@@ -416,3 +416,28 @@ def test_vpr_proxy_methods_are_valid_recipes_with_equal_budgets(tmp_path):
         assert set(recipe.data.eval) == set(vpr_proxy.SETS) and recipe.data.adabn
         assert recipe.players["extractor"].steps == 7 and recipe.players["extractor"].lr == 1e-4, name
         assert recipe.players["day"].lr == 1e-4
+
+
+@pytest.mark.parametrize("setting", ["photos", "fashion-mnist", "places"])
+def test_darkener_terms_variants_train_the_darkener_alone_from_the_day_model(setting, tmp_path, monkeypatch):
+    import darkener_terms as dt
+    import vpr_proxy
+    from simmm.recipe import load_recipe
+
+    trees = {name: tmp_path / name for name in set(vpr_proxy.TREES.values())}
+    monkeypatch.setattr(vpr_proxy, "data", lambda args, seed: (tmp_path / "train", trees))
+    if setting == "photos":
+        monkeypatch.setattr(dt.cls_proxy, "photos", lambda kind: ["astronaut", "coffee"])
+    s = dt.Setting(setting)
+    for maps, scale in (("full", 1.0), ("guided", 0.25)):
+        for variant in dt.DEFAULT_VARIANTS[setting]:
+            recipe = load_recipe(s.recipe, s.overrides(0, tmp_path / variant) + [f"init={tmp_path / 'day.pt'}"]
+                                 + dt.D_ONLY + dt.MAPS[maps] + dt.VARIANTS[variant])
+            steps = {name: player.steps for name, player in recipe.players.items()}
+            assert steps["day"] == steps["extractor"] == 0 and steps["darkener"] > 0, (variant, steps)
+            assert recipe.options.darkener.map_scale == scale and not recipe.data.adabn, variant
+            assert str(recipe.init) == str(tmp_path / "day.pt")
+    paper = load_recipe(s.recipe, s.overrides(0, tmp_path) + dt.VARIANTS["base"])
+    assert paper.options.darkener.weights.tv == 1600
+    assert dt.stem("photos", "full") == "darkener_terms"
+    assert dt.stem(setting, "guided") == f"darkener_terms_{setting}_guided"
