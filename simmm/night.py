@@ -150,6 +150,10 @@ class NightParams:
         if self.white_balance not in WHITE_BALANCE_MODES:
             raise SimmmError(f"NightParams.white_balance={self.white_balance!r}; "
                              f"allowed: {WHITE_BALANCE_MODES}")
+        for name in (f.name for f in dataclasses.fields(self) if f.name.endswith("_prob")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise SimmmError(f"NightParams.{name} is a probability: expected a number in [0, 1], got {v!r}")
         if not isinstance(self.jpeg_scale, int) or self.jpeg_scale < 1:
             raise SimmmError(f"NightParams.jpeg_scale must be an integer >= 1, got {self.jpeg_scale!r}")
         if self.full_well <= 0 or not 0 <= self.black_level < 1 or not 1 <= self.bits[0] <= self.bits[1] <= 16:

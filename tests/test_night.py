@@ -275,6 +275,11 @@ def test_params_errors_and_roundtrip():
         NightParams(exposure=(0.5, 0.1))
     with pytest.raises(SimmmError, match="read_noise"):
         NightParams.from_dict({"read_noise": 3.0})
+    for bad in (1.5, -0.1, "0.5", True):
+        with pytest.raises(SimmmError, match=r"NightParams.headlight_prob is a probability: .* in \[0, 1\]"):
+            NightParams(headlight_prob=bad)
+    with pytest.raises(SimmmError, match=r"adapt.night.jpeg_prob.*\[0, 1\]"):
+        NightParams.from_dict({"jpeg_prob": 2}, path="adapt.night")
     for p in PRESETS.values():
         assert NightParams.from_dict(p.to_dict()) == p
     d = PRESETS["street"].to_dict()
