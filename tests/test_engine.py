@@ -332,6 +332,19 @@ def test_learned_darkening_needs_a_trained_or_loaded_darkener(tmp_path):
         Engine(tiny_recipe(tmp_path, players={"extractor": {"steps": 2, "batch_size": 4}}))
 
 
+@pytest.mark.parametrize("darkening", ["none", "brightness", "gamma", "night"])
+def test_a_darkener_that_fixed_darkening_would_never_use_is_refused_before_training(tmp_path, darkening):
+    from simmm.errors import RecipeError
+
+    players = {"darkener": {"steps": 3, "batch_size": 4}, "extractor": {"steps": 2, "batch_size": 4}}
+    with pytest.raises(RecipeError, match=rf"players.darkener trains D \(3 steps\), but adapt.darkening is "
+                                          rf"'{darkening}': F's views never use D"):
+        Engine(tiny_recipe(tmp_path, players=players, adapt={"darkening": darkening}))
+    # D alone (no extractor phase) is a darkener-only run: allowed
+    players["extractor"]["steps"] = 0
+    Engine(tiny_recipe(tmp_path / "d_only", players=players, adapt={"darkening": darkening}))
+
+
 def test_gradients_and_finished_optimisers_are_released(tmp_path):
     """No gradient outlives its step; a player's optimiser state is freed once it has no steps left."""
     engine = Engine(tiny_recipe(tmp_path, players={"day": {"steps": 4, "batch_size": 4, "optimizer": "adam"},

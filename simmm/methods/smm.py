@@ -226,6 +226,10 @@ class SMM(Method):
             raise RecipeError("adapt.darkening is 'learned' but the darkener is neither trained in this run "
                               "(players.darkener.steps/epochs are 0) nor loaded (darkener.checkpoint is empty); "
                               "give one of them, or choose adapt.darkening: none, brightness or gamma")
+        if "darkener" in active and "extractor" in active and o.adapt.darkening != "learned":
+            raise RecipeError(f"players.darkener trains D ({steps.get('darkener', 0)} steps), but adapt.darkening is "
+                              f"{o.adapt.darkening!r}: F's views never use D; set players.darkener.steps (or "
+                              "epochs) to 0, or adapt.darkening: learned")
         self.darkener = None
         if "darkener" in active or learned:
             self.darkener = DarkeningNet(width=d.width, mapping=d.mapping, iterations=d.iterations,
