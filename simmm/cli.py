@@ -179,7 +179,7 @@ def cmd_eval(args) -> int:
     from simmm.logger import print_metrics_table, write_json
 
     recipe = _load(args)
-    engine = Engine(recipe)
+    engine = Engine(recipe, train=False)  # the evaluation sets only: the training data need not be there
     engine.load_weights(args.checkpoint, modules=engine.method.eval_modules)
     metrics = engine.evaluate()
     print_metrics_table(metrics, title=f"{recipe.name}: {args.checkpoint}")

@@ -115,10 +115,11 @@ class Engine:
     >>> engine = Engine(recipe)          # or Engine(recipe, adapter=MyTask(recipe))
     >>> engine.fit()                     # resume=True continues run_dir/checkpoints/last.pt exactly
     >>> engine.evaluate()                # {'day_test/top1': ..., 'night_test/top1': ...}
+    >>> Engine(recipe, train=False)      # evaluation only: no training data read, no player trains
     """
 
     def __init__(self, recipe: Recipe, adapter: Optional[TaskAdapter] = None, device: Optional[str] = None,
-                 run_dir: Optional[str | Path] = None) -> None:
+                 run_dir: Optional[str | Path] = None, train: bool = True) -> None:
         self.recipe = recipe
         dist.init_from_env(device or recipe.device)
         self.adapter = adapter if adapter is not None else get_task(recipe.task)(recipe)
@@ -133,11 +134,11 @@ class Engine:
         self.method: Method = get_method(recipe.method)(recipe, self.adapter, Context(self.device, self._autocast))
 
         # data first: every bad input fails here, before any model is built or step is taken
-        streams = self.method.streams()
+        streams = self.method.streams() if train else {}
         self.eval_sets = self.method.eval_sets(self.adapter.eval_sets())
         self.enhancer = enhancer_for(recipe, self.eval_sets)  # test-time enhancement: its weights read now
         reads = self.method.player_streams()
-        self.steps = {name: self._player_steps(name, cfg, [streams[s] for s in reads.get(name, ())])
+        self.steps = {name: self._player_steps(name, cfg, [streams[s] for s in reads.get(name, ())]) if train else 0
                       for name, cfg in recipe.players.items()}
 
         self.model = self.adapter.build_model().to(self.device)

@@ -42,6 +42,23 @@ def test_help_of_every_command():
         assert "usage: simmm" in out.stdout
 
 
+def test_eval_needs_only_the_evaluation_data(trained, tmp_path, capsys):
+    """``simmm eval`` reads the evaluation sets, not the training split (a checkpoint is often evaluated where only
+    the test data are)."""
+    run_root, codan, _ = trained
+    test_only = tmp_path / "test_only"
+    test_only.mkdir()
+    for split in ("test_day", "test_night"):
+        (test_only / split).symlink_to(codan / split)
+    args = args_for(test_only, tmp_path)
+    assert main(["eval", SMOKE, *args, "--checkpoint", str(run_root / "run" / "checkpoints" / "last.pt"),
+                 "--json", str(tmp_path / "m.json")]) == 0
+    assert "night_street/top1" in (tmp_path / "m.json").read_text()
+    # training it would need the split: named, before any step
+    err = error_of(capsys, ["train", SMOKE, *args])
+    assert "train" in err and str(test_only) in err
+
+
 def test_recipes_lists_shipped(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out

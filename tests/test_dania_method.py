@@ -89,6 +89,11 @@ def test_cli_eval_of_a_dania_checkpoint_loads_the_relighting_net(tmp_path, capsy
     # what `simmm eval` loads: the segmenter and the relighting net it runs first
     engine = Engine(dania_recipe(tmp_path / "x"))
     assert engine.method.eval_modules == ("model", "relight")
+    # evaluation only (what `simmm eval` builds): the training pairs are neither read nor aligned
+    only = Engine(dania_recipe(tmp_path / "y", f"dania.pairs.root={tmp_path / 'absent'}"), train=False)
+    assert only.total_steps == 0 and not only.streams and set(only.steps.values()) == {0}
+    only.load_weights(ckpt, modules=only.method.eval_modules)
+    assert "dz_val/mIoU" in only.evaluate()
     engine.load_weights(ckpt, modules=engine.method.eval_modules)
     saved = load_checkpoint(ckpt)["modules"]["relight"]
     assert all(torch.equal(v, saved[k]) for k, v in engine.method.relight.state_dict().items())

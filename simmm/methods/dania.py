@@ -282,7 +282,8 @@ class DANIA(Method):
                                             hflip=p.hflip)
         self.homographies = {}
         if o.align.enabled:
-            for name, pairs in {"dania.pairs": self.pairs, **self.eval_pairs}.items():
+            training = {"dania.pairs": self.pairs} if steps.get("generator", 0) > 0 else {}  # none to evaluate only
+            for name, pairs in {**training, **self.eval_pairs}.items():
                 self.homographies.update(self._align(pairs, name))
         self._players = {
             "generator": Player("generator", {"generator": self.relit}, self.generator_step, ("source", "pairs")),
