@@ -58,7 +58,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import (FULL_MAPS, REFERENCE, Method, against, compare, mark, publish, report_time,  # noqa: E402
+from proxy import (FAST_MAPS, FULL_MAPS, REFERENCE, Method, against, compare, mark, publish, report_time,  # noqa: E402
                    run_seed, spread, verdict, with_reference, write_results)
 
 from simmm.data.fashion_mnist import DEBIAN_ROOT as FASHION_MNIST_ROOT  # noqa: E402
@@ -112,7 +112,7 @@ METHODS = {
     "SMM": Method("finetune", FULL_MAPS, "learned darkener (full-resolution maps), then adaptation"),
     "SMM (map 1/4)": Method("finetune", ["darkener.map_scale=0.25", "darkener.map_upsample=bilinear"],
                             "darkener maps at 1/4 resolution, bilinear"),
-    "SMM (map 1/4, guided)": Method("finetune", ["darkener.map_scale=0.25", "darkener.map_upsample=guided"],
+    "SMM (map 1/4, guided)": Method("finetune", FAST_MAPS,
                                     "darkener maps at 1/4 resolution, guided upsampling"),
     "CIConv": Method("scratch", NO_DARKENER + ["model.ciconv=true", "adapt.darkening=none", "adapt.byol_weight=0"],
                      "colour-invariant first layer, day only"),
@@ -246,7 +246,8 @@ def backbone_table(results: dict, seeds: list, title: str) -> str:
     return console.export_text()
 
 
-def main(argv=None) -> dict:
+def arguments() -> argparse.ArgumentParser:
+    """The proxy's command line; :func:`settle` fills in the defaults that depend on ``--dataset`` and ``--quick``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
@@ -265,7 +266,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", default=str(ROOT / "runs" / "cls_proxy"))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def settle(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with the dataset's phase lengths where none were given, one seed and the scikit-image photos for
+    ``--quick``, and the photo list."""
     dataset = DATASETS[args.dataset]
     steps = dataset.quick if args.quick else (dataset.day_steps, dataset.darkener_steps, dataset.steps)
     args.day_steps, args.darkener_steps, args.steps = (given if given is not None else default for given, default in
@@ -273,6 +279,11 @@ def main(argv=None) -> dict:
     if args.quick:
         args.seeds, args.photos = args.seeds[:1], "skimage"
     args.photo_list = photos(args.photos) if args.dataset == "photos" else []
+    return args
+
+
+def main(argv=None) -> dict:
+    args = settle(arguments().parse_args(argv))
     methods = with_reference(args.methods, METHODS)
     backbones = list(dict.fromkeys(args.backbone))
     if len(backbones) == 1:

@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cls_proxy  # noqa: E402
 import vpr_proxy  # noqa: E402
-from proxy import FULL_MAPS, last_checkpoint, measured, spread  # noqa: E402
+from proxy import FAST_MAPS, FULL_MAPS, day_run, last_checkpoint, measured, spread  # noqa: E402
 from simmm.weights import OFFLINE_ARCH  # noqa: E402
 
 ROOT = cls_proxy.ROOT
@@ -70,43 +70,44 @@ DEFAULT_VARIANTS = {
     "fashion-mnist": ["shipped", "l1", "steps600", "l1_steps600", "batch64", "no_zoom"],
     "places": ["shipped", "l1", "l2", "steps600"],
 }
-MAPS = {"full": FULL_MAPS, "guided": ["darkener.map_scale=0.25", "darkener.map_upsample=guided"]}
+MAPS = {"full": FULL_MAPS, "guided": FAST_MAPS}
 D_ONLY = ["players.day.steps=0", "players.extractor.steps=0", "data.adabn=false"]
 """Every variant run: the darkener phase alone from the day model, no AdaBN pass."""
+NO_NIGHT_SETS = ["data.night_sim.presets=[]", "data.night_sim.mixed=false"]
+"""The classification variant runs skip simulating the night test sets (only the day set is measured)."""
 
 
 class Setting:
-    """One proxy: its recipe, its day model of a seed, and the overrides of a darkener-only run from it."""
+    """One proxy with its full settings (its own command line's defaults): its recipe, its overrides of a seed, its
+    day model of a seed, and what a darkener-only run from that day model adds."""
 
     def __init__(self, name: str):
         self.name = name
         if name == "places":
             self.recipe, self.args = vpr_proxy.RECIPE, vpr_proxy.arguments().parse_args([])
             self.runs = ROOT / "runs" / "vpr_proxy" / "full"
+            self.d_only = D_ONLY
         else:
             dataset = "photos" if name == "photos" else "fashion-mnist"
-            defaults = cls_proxy.DATASETS[dataset]
-            self.recipe = cls_proxy.RECIPE
-            self.args = argparse.Namespace(
-                quick=False, dataset=dataset, backbone=OFFLINE_ARCH, fmnist_root=cls_proxy.FASHION_MNIST_ROOT,
-                photo_list=cls_proxy.photos("skimage+opencv") if dataset == "photos" else [],
-                day_steps=defaults.day_steps, darkener_steps=defaults.darkener_steps, steps=0)
+            self.recipe, self.args = cls_proxy.RECIPE, cls_proxy.settle(cls_proxy.arguments().parse_args(
+                ["--dataset", dataset]))
+            self.args.backbone = OFFLINE_ARCH  # the proxy runs one backbone at a time (cls_proxy.main sets it so)
             self.runs = cls_proxy.runs_dir(ROOT / "runs" / "cls_proxy", dataset, OFFLINE_ARCH, False)
+            self.d_only = D_ONLY + NO_NIGHT_SETS
 
     def overrides(self, seed: int, out: Path) -> list:
-        """The proxy's overrides of this seed (its data, phases and darkener settings), output in ``out``."""
+        """The proxy's overrides of this seed (its data, phases and darkener settings), output in ``out``: what its
+        own runs of the seed take."""
         if self.name == "places":
             train, tests = vpr_proxy.data(self.args, seed)
             return vpr_proxy.base_overrides(self.args, seed, out, train, tests)
-        return cls_proxy.base_overrides(self.args, seed, out) + ["data.night_sim.presets=[]",
-                                                                 "data.night_sim.mixed=false"]
+        return cls_proxy.base_overrides(self.args, seed, out)
 
     def day_model(self, seed: int) -> Path:
-        """The seed's day model checkpoint (the proxy's own run; trained here when missing)."""
+        """The seed's day model checkpoint: the proxy's own run (trained here, as the proxy would, when missing)."""
         day = self.runs / f"seed{seed}" / "day"
         if not last_checkpoint(day).exists():
-            measured(self.recipe, self.overrides(seed, day) + ["players.darkener.steps=0",
-                                                               "players.extractor.steps=0"], day)
+            day_run(self.recipe, lambda run: self.overrides(seed, run), day)
         return last_checkpoint(day)
 
 
@@ -136,7 +137,7 @@ def main(argv=None) -> dict:
         per_seed = []
         for seed in args.seeds:
             run = runs / f"seed{seed}" / variant
-            overrides = (setting.overrides(seed, run) + [f"init={setting.day_model(seed)}"] + D_ONLY
+            overrides = (setting.overrides(seed, run) + [f"init={setting.day_model(seed)}"] + setting.d_only
                          + MAPS[args.maps] + VARIANTS[variant])
             per_seed.append(measured(setting.recipe, overrides, run))
         levels = [[lv["mean"] for lv in r["darkener_exposure"]["levels"]] for r in per_seed]

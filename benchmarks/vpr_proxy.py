@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import FULL_MAPS, Method, against, compare, publish, report_time, run_seed, with_reference  # noqa: E402
+from proxy import FAST_MAPS, FULL_MAPS, Method, against, compare, publish, report_time, run_seed, with_reference  # noqa: E402
 import vpr_places  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ METHODS = {
     "night aug.": Method("finetune", NO_DARKENER + ["adapt.darkening=night"],
                          "simulated night (training parameters) as the extra positive"),
     "SMM": Method("finetune", FULL_MAPS, "learned darkener (full-resolution maps), then adaptation"),
-    "SMM (map 1/4, guided)": Method("finetune", ["darkener.map_scale=0.25", "darkener.map_upsample=guided"],
+    "SMM (map 1/4, guided)": Method("finetune", FAST_MAPS,
                                     "darkener maps at 1/4 resolution, guided upsampling"),
     "CIConv": Method("scratch", NO_DARKENER + ["model.ciconv=true", "adapt.darkening=none"],
                      "colour-invariant first layer, day only"),

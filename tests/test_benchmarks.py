@@ -432,11 +432,18 @@ def test_darkener_terms_variants_train_the_darkener_alone_from_the_day_model(set
     for maps, scale in (("full", 1.0), ("guided", 0.25)):
         for variant in dt.DEFAULT_VARIANTS[setting]:
             recipe = load_recipe(s.recipe, s.overrides(0, tmp_path / variant) + [f"init={tmp_path / 'day.pt'}"]
-                                 + dt.D_ONLY + dt.MAPS[maps] + dt.VARIANTS[variant])
+                                 + s.d_only + dt.MAPS[maps] + dt.VARIANTS[variant])
             steps = {name: player.steps for name, player in recipe.players.items()}
             assert steps["day"] == steps["extractor"] == 0 and steps["darkener"] > 0, (variant, steps)
             assert recipe.options.darkener.map_scale == scale and not recipe.data.adabn, variant
             assert str(recipe.init) == str(tmp_path / "day.pt")
+            if setting != "places":  # the variant runs skip the night test sets ...
+                assert not recipe.data.night_sim.presets and not recipe.data.night_sim.mixed
+    if setting != "places":  # ... but a day model trained here is the proxy's own, night sets and all
+        from proxy import DAY_ONLY
+
+        day = load_recipe(s.recipe, s.overrides(0, tmp_path / "day") + DAY_ONLY)
+        assert day.data.night_sim.presets and day.players["darkener"].steps == 0
     paper = load_recipe(s.recipe, s.overrides(0, tmp_path) + dt.VARIANTS["base"])
     assert paper.options.darkener.weights.tv == 1600
     assert dt.stem("photos", "full") == "darkener_terms"
