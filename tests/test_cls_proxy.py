@@ -38,6 +38,8 @@ def test_overrides_pick_dataset_and_backbone_and_leave_the_photo_proxy_as_it_was
 
     recipe = load_recipe(cls_proxy.RECIPE, fm)  # every override is a key the recipe knows
     assert recipe.model.backbone == LITE[1] and recipe.data.fashion_mnist.per_class_test == 30
+    # Fashion-MNIST's training views are the whole image (no zoom onto clothes on black: benchmarks/README.md)
+    assert tuple(recipe.data.crop_scale) == (1.0, 1.0) and recipe.data.resize == recipe.data.image_size == 32
 
 
 def _result(day, night):
