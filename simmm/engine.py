@@ -64,10 +64,11 @@ def lr_lambda(cfg: PlayerConfig, total: int) -> Callable[[int], float]:
 def build_optimizer(cfg: PlayerConfig, params) -> torch.optim.Optimizer:
     """The player's optimiser over ``params`` (parameters, or ``(name, parameter)`` pairs). With
     ``cfg.lr_mult`` (name pattern → multiplier, fnmatch patterns over the pairs' names), the parameters a pattern
-    matches form a group of their own at ``lr × multiplier`` (GeM's p at 10×); the rest stay the first group."""
+    matches form a group of their own at ``lr × multiplier`` (GeM's p at 10×); the rest stay the first group. With
+    ``cfg.no_decay`` (name patterns) the parameters they match take no weight decay (GeM's p in cirtorch)."""
     params = [p for p in params if (p[1] if isinstance(p, tuple) else p).requires_grad]
-    if cfg.lr_mult:
-        params = param_groups(params, cfg.lr, cfg.lr_mult)
+    if cfg.lr_mult or cfg.no_decay:
+        params = param_groups(params, cfg.lr, cfg.lr_mult, cfg.no_decay)
     else:
         params = [p[1] if isinstance(p, tuple) else p for p in params]
     if cfg.optimizer == "sgd":
@@ -77,25 +78,30 @@ def build_optimizer(cfg: PlayerConfig, params) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-
-
-def param_groups(named: list, lr: float, lr_mult: dict[str, float]) -> list[dict]:
+def param_groups(named: list, lr: float, lr_mult: dict[str, float], no_decay=()) -> list[dict]:
     """Optimiser groups: the parameters no pattern of ``lr_mult`` matches (first group, at ``lr``), then one group
-    per pattern at ``lr × multiplier`` (a parameter joins the first pattern it matches). A pattern that matches no
-    parameter is an error naming it."""
+    per pattern at ``lr × multiplier`` (a parameter joins the first pattern it matches). Parameters matching a
+    pattern of ``no_decay`` leave their group for one of their own beside it, with ``weight_decay`` 0 (the others
+    keep the optimiser's). A pattern of either that matches no parameter is an error naming it."""
     from fnmatch import fnmatchcase
 
-    rest, groups = [], {pattern: [] for pattern in lr_mult}
+    def unmatched(patterns, names, key):
+        missing = [pattern for pattern in patterns if not any(fnmatchcase(name, pattern) for name in names)]
+        if missing:
+            shown = ", ".join(names[:6])
+            raise SimmmError(f"{key}: pattern {missing[0]!r} matches no trainable parameter of the player "
+                             f"(names look like: {shown}, ...)")
+
+    names = [name for name, _ in named]
+    unmatched(lr_mult, names, "lr_mult")
+    unmatched(no_decay, names, "no_decay")
+    groups = {(pattern, decays): [] for pattern in (None, *lr_mult) for decays in (True, False)}
     for name, p in named:
         pattern = next((pat for pat in lr_mult if fnmatchcase(name, pat)), None)
-        (groups[pattern] if pattern is not None else rest).append(p)
-    unmatched = [pattern for pattern, ps in groups.items() if not ps]
-    if unmatched:
-        names = ", ".join(name for name, _ in named[:6])
-        raise SimmmError(f"lr_mult: pattern {unmatched[0]!r} matches no trainable parameter of the player "
-                         f"(names look like: {names}, ...)")
-    return [{"params": rest, "lr": lr}] + [{"params": ps, "lr": lr * lr_mult[pattern]}
-                                            for pattern, ps in groups.items()]
+        groups[pattern, not any(fnmatchcase(name, pat) for pat in no_decay)].append(p)
+    return [{"params": ps, "lr": lr * (lr_mult[pattern] if pattern is not None else 1.0),
+             **({} if decays else {"weight_decay": 0.0})}
+            for (pattern, decays), ps in groups.items() if ps or (pattern, decays) == (None, True)]
 
 
 class BadStepsError(SimmmError):

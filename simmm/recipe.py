@@ -34,6 +34,8 @@ class PlayerConfig:
     LR ``milestones`` are fractions of the player's total steps (the paper's "×0.1 at 1/3 and 2/3").
     ``lr_mult``: parameter-name pattern → LR multiplier (fnmatch over ``<module>.<parameter>`` names, e.g.
     ``"*.pool.p": 10`` for GeM's exponent); the matched parameters get an optimiser group of their own.
+    ``no_decay``: parameter-name patterns (fnmatch, as ``lr_mult``'s) whose parameters take no weight decay (cirtorch
+    gives GeM's exponent none: ``["*.pool.p"]``).
     """
 
     steps: int = 0
@@ -51,6 +53,7 @@ class PlayerConfig:
     gamma: float = 0.1
     power: float = 0.9
     lr_mult: dict[str, float] = field(default_factory=dict)
+    no_decay: list[str] = field(default_factory=list)
 
     def check(self, path: str) -> None:
         positive(self.batch_size, f"{path}.batch_size")

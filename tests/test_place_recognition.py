@@ -168,6 +168,7 @@ def test_smoke_trains_and_mines_every_epoch(trees, tmp_path, mined):
     engine = Engine(load_recipe(RECIPE, overrides(trees, tmp_path)))
     groups = engine.optimizers["extractor"].param_groups
     assert [g["lr"] for g in groups] == pytest.approx([1e-4, 1e-3]) and groups[1]["params"] == [engine.model.pool.p]
+    assert [g["weight_decay"] for g in groups] == [1e-6, 0.0]  # GeM's p: 10x LR and no weight decay (cirtorch)
     metrics = engine.fit()
     # day: 3 steps of 2 tuples, 4 queries an epoch -> epochs 0, 1; extractor likewise; D reads single images
     assert mined == ["day:0", "day:1", "extractor:0", "extractor:1"]

@@ -138,3 +138,29 @@ def test_lr_mult_gives_matched_parameters_their_own_group():
     assert len(build_optimizer(PlayerConfig(lr=1e-3), net.parameters()).param_groups) == 1
     with pytest.raises(SimmmError, match="'\\*.gem.p' matches no trainable parameter"):
         param_groups(named, 1e-3, {"*.gem.p": 10})
+
+
+def test_no_decay_takes_matched_parameters_out_of_weight_decay():
+    """cirtorch trains GeM's p at 10x LR and without weight decay: with a zero gradient, SGD's decay moves every
+    other parameter by lr * wd * value and leaves p where it is."""
+    net = nn.ModuleDict({"body": nn.Linear(2, 2), "pool": GeM()})
+    named = [(f"model.{n}", p) for n, p in net.named_parameters()]
+    groups = param_groups(named, 1e-3, {"*.pool.p": 10}, ["*.pool.p"])
+    assert [len(g["params"]) for g in groups] == [2, 1]
+    assert "weight_decay" not in groups[0] and groups[1]["weight_decay"] == 0.0
+    assert groups[1]["params"][0] is net["pool"].p and groups[1]["lr"] == pytest.approx(1e-2)
+    alone = param_groups(named, 1e-3, {}, ["*.bias"])  # without lr_mult: one decayed group and one without decay
+    assert [len(g["params"]) for g in alone] == [2, 1] and alone[1]["params"][0] is net["body"].bias
+    assert [g["lr"] for g in alone] == [1e-3, 1e-3]
+    opt = build_optimizer(PlayerConfig(optimizer="sgd", lr=0.5, momentum=0.0, weight_decay=0.1,
+                                       lr_mult={"*.pool.p": 10}, no_decay=["*.pool.p"]), named)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    before = {n: p.detach().clone() for n, p in named}
+    for _, p in named:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    weight = dict(named)["model.body.weight"]
+    assert torch.allclose(weight, before["model.body.weight"] * (1 - 0.5 * 0.1))  # decayed: w - lr * wd * w
+    assert torch.equal(net["pool"].p, before["model.pool.p"])  # not decayed
+    with pytest.raises(SimmmError, match="no_decay: pattern '\\*.gem.p' matches no trainable parameter"):
+        param_groups(named, 1e-3, {}, ["*.gem.p"])
