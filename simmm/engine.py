@@ -85,20 +85,21 @@ def param_groups(named: list, lr: float, lr_mult: dict[str, float], no_decay=())
     keep the optimiser's). A pattern of either that matches no parameter is an error naming it."""
     from fnmatch import fnmatchcase
 
-    def unmatched(patterns, names, key):
-        missing = [pattern for pattern in patterns if not any(fnmatchcase(name, pattern) for name in names)]
-        if missing:
-            shown = ", ".join(names[:6])
-            raise SimmmError(f"{key}: pattern {missing[0]!r} matches no trainable parameter of the player "
-                             f"(names look like: {shown}, ...)")
+    def refuse(key: str, pattern: str) -> None:
+        names = ", ".join(name for name, _ in named[:6])
+        raise SimmmError(f"{key}: pattern {pattern!r} matches no trainable parameter of the player "
+                         f"(names look like: {names}, ...)")
 
-    names = [name for name, _ in named]
-    unmatched(lr_mult, names, "lr_mult")
-    unmatched(no_decay, names, "no_decay")
     groups = {(pattern, decays): [] for pattern in (None, *lr_mult) for decays in (True, False)}
     for name, p in named:
         pattern = next((pat for pat in lr_mult if fnmatchcase(name, pat)), None)
         groups[pattern, not any(fnmatchcase(name, pat) for pat in no_decay)].append(p)
+    for pattern in lr_mult:  # also a pattern whose parameters an earlier one took: its multiplier would never apply
+        if not groups[pattern, True] and not groups[pattern, False]:
+            refuse("lr_mult", pattern)
+    for pattern in no_decay:
+        if not any(fnmatchcase(name, pattern) for name, _ in named):
+            refuse("no_decay", pattern)
     return [{"params": ps, "lr": lr * (lr_mult[pattern] if pattern is not None else 1.0),
              **({} if decays else {"weight_decay": 0.0})}
             for (pattern, decays), ps in groups.items() if ps or (pattern, decays) == (None, True)]
