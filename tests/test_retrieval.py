@@ -138,6 +138,8 @@ def test_lr_mult_gives_matched_parameters_their_own_group():
     assert len(build_optimizer(PlayerConfig(lr=1e-3), net.parameters()).param_groups) == 1
     with pytest.raises(SimmmError, match="'\\*.gem.p' matches no trainable parameter"):
         param_groups(named, 1e-3, {"*.gem.p": 10})
+    with pytest.raises(SimmmError, match="'\\*.pool.p' matches no trainable parameter"):  # "*.p" took p first
+        param_groups(named, 1e-3, {"*.p": 2, "*.pool.p": 10})
 
 
 def test_no_decay_takes_matched_parameters_out_of_weight_decay():
