@@ -88,14 +88,14 @@ class Setting:
         self.name = name
         if name == "places":
             self.recipe, self.args = vpr_proxy.RECIPE, vpr_proxy.arguments().parse_args([])
-            self.runs = ROOT / "runs" / "vpr_proxy" / "full"
+            self.runs = vpr_proxy.runs_dir(self.args)
             self.d_only = D_ONLY
         else:
             dataset = "photos" if name == "photos" else "fashion-mnist"
             self.recipe, self.args = cls_proxy.RECIPE, cls_proxy.settle(cls_proxy.arguments().parse_args(
                 ["--dataset", dataset]))
             self.args.backbone = OFFLINE_ARCH  # the proxy runs one backbone at a time (cls_proxy.main sets it so)
-            self.runs = cls_proxy.runs_dir(ROOT / "runs" / "cls_proxy", dataset, OFFLINE_ARCH, False)
+            self.runs = cls_proxy.runs_dir(Path(self.args.runs), dataset, OFFLINE_ARCH, self.args.quick)
             self.d_only = D_ONLY + NO_NIGHT_SETS
 
     def overrides(self, seed: int, out: Path) -> list:

@@ -49,7 +49,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proxy import FAST_MAPS, FULL_MAPS, Method, against, compare, publish, report_time, run_seed, with_reference  # noqa: E402
+from proxy import (FAST_MAPS, FULL_MAPS, Method, against, compare, publish, report_time, run_seed,  # noqa: E402
+                   with_reference)
 import vpr_places  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +131,11 @@ def arguments() -> argparse.ArgumentParser:
     return parser
 
 
+def runs_dir(args: argparse.Namespace) -> Path:
+    """Where the runs of ``args`` are cached: ``--runs``/full, or /quick with ``--quick``."""
+    return Path(args.runs) / ("quick" if args.quick else "full")
+
+
 def main(argv=None) -> dict:
     args = arguments().parse_args(argv)
     if args.quick:
@@ -137,7 +143,7 @@ def main(argv=None) -> dict:
         args.day_steps, args.darkener_steps, args.steps = 12, 20, 12
     names = args.methods or (QUICK_METHODS if args.quick else list(METHODS))
     methods = with_reference(names, METHODS)
-    runs = Path(args.runs) / ("quick" if args.quick else "full")
+    runs = runs_dir(args)
     title = (f"place-recognition proxy: {len(vpr_places.PLACES)} photo pairs + street-video places, day "
              f"{args.day_steps} + {args.steps} steps{' (quick)' if args.quick else ''}")
     result, text = compare(lambda seed: seed_runs(args, seed, runs, methods), args.seeds, methods,

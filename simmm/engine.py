@@ -102,7 +102,8 @@ def param_groups(named: list, lr: float, lr_mult: dict[str, float], no_decay=())
             refuse("no_decay", pattern)
     return [{"params": ps, "lr": lr * (lr_mult[pattern] if pattern is not None else 1.0),
              **({} if decays else {"weight_decay": 0.0})}
-            for (pattern, decays), ps in groups.items() if ps or (pattern, decays) == (None, True)]
+            for (pattern, decays), ps in groups.items()
+            if ps or (pattern, decays) == (None, True)]  # the first group stays, empty or not (as before no_decay)
 
 
 class BadStepsError(SimmmError):
